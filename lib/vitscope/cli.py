@@ -1,0 +1,55 @@
+"""The ``vitscope`` command: ``vitscope models``, ``vitscope profiles``, ``vitscope book --profile demo``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _models(args) -> int:
+    from .models import MODELS, list_models
+
+    names = list_models(args.paper)
+    width = max(len(n) for n in names)
+    print(f"{'name':<{width}}  {'papers':<7} {'family':<24} {'weights':<58} licence")
+    for name in names:
+        c = MODELS[name]
+        src = {"timm": f"timm:{c.arch}.{c.timm_tag}", "url": c.url or "", "random": f"random init, seed {c.seed}"}
+        print(f"{name:<{width}}  {'+'.join(c.papers):<7} {c.family:<24} {src[c.source]:<58} {c.license}")
+    return 0
+
+
+def _profiles(args) -> int:
+    from .profiles import available_profiles, load_profile
+
+    for name in available_profiles():
+        p = load_profile(name)
+        print(f"{name:<8} {p.raw.get('title', '')}  models: {', '.join(p.models)}")
+    return 0
+
+
+def _book(args) -> int:
+    from .book import build_book
+
+    html = build_book(args.profile, execute=not args.no_execute)
+    print(f"[vitscope book] site written to {html / 'index.html'}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="vitscope", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="list the model registry")
+    p.add_argument("--paper", choices=["TM", "OM", "demo"], help="only models of one paper")
+    p.set_defaults(func=_models)
+    p = sub.add_parser("profiles", help="list the run profiles")
+    p.set_defaults(func=_profiles)
+    p = sub.add_parser("book", help="execute the notebooks of a profile and build the website")
+    p.add_argument("--profile", default="demo", help="profile name in profiles/ (default: demo)")
+    p.add_argument("--no-execute", action="store_true", help="only rebuild the HTML from executed notebooks")
+    p.set_defaults(func=_book)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

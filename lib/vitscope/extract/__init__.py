@@ -1,0 +1,9 @@
+"""Extraction: one forward pass per (model, dataset, transform), streamed into small cached products."""
+from .capture import SITES, Capture, unfused_attention, vit_geometry
+from .products import AttentionDistance, ClsAttention, GramMatrices, PooledTokens, layer_labels, stack_batches
+from .run import DEFAULT_BATCH_SIZE, dataset_identity, example_order, extract
+from .store import FeatureStore, key_hash
+
+__all__ = ["SITES", "AttentionDistance", "Capture", "ClsAttention", "DEFAULT_BATCH_SIZE", "FeatureStore",
+           "GramMatrices", "PooledTokens", "dataset_identity", "example_order", "extract", "key_hash",
+           "layer_labels", "stack_batches", "unfused_attention", "vit_geometry"]

@@ -1,0 +1,123 @@
+"""Capture intermediates of a timm ViT in one forward pass: block outputs, sub-layers, attention maps.
+
+Sites are named uniformly across timm ``VisionTransformer`` and ``Beit`` (the two families the papers use):
+
+=========  ==========================================  ==================
+site       module                                      tensor
+=========  ==========================================  ==================
+``block``  ``blocks[i]`` output                        [B, T, D]
+``norm1``  ``blocks[i].norm1`` output (pre-attention)  [B, T, D]
+``qkv``    ``blocks[i].attn.qkv`` output               [B, T, 3D]
+``fc1``    ``blocks[i].mlp.fc1`` output                [B, T, 4D]
+``norm2``  ``blocks[i].norm2`` output (pre-MLP)        [B, T, D]
+``attn``   post-softmax attention (``attn_drop`` out)  [B, H, T, T]
+=========  ==========================================  ==================
+
+Attention probabilities do not exist under fused attention (``scaled_dot_product_attention``), so capture
+switches ``fused_attn`` off for the duration and restores it afterwards.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+SITES = {
+    "block": "",
+    "norm1": "norm1",
+    "qkv": "attn.qkv",
+    "fc1": "mlp.fc1",
+    "norm2": "norm2",
+    "attn": "attn.attn_drop",
+}
+
+
+def vit_geometry(model: nn.Module) -> dict:
+    """Token layout of a timm ViT: number of blocks, heads, prefix tokens, patch grid and patch size."""
+    if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
+        raise TypeError(f"{type(model).__name__} is not a timm ViT (no .blocks / .patch_embed); "
+                        "token-level capture supports timm VisionTransformer and Beit models.")
+    grid = tuple(model.patch_embed.grid_size)
+    patch = model.patch_embed.patch_size
+    return {
+        "depth": len(model.blocks),
+        "num_heads": model.blocks[0].attn.num_heads,
+        "embed_dim": model.embed_dim,
+        "n_prefix": int(getattr(model, "num_prefix_tokens", 1)),
+        "grid": grid,
+        "patch_size": int(patch[0] if isinstance(patch, (tuple, list)) else patch),
+    }
+
+
+@contextmanager
+def unfused_attention(model: nn.Module):
+    """Temporarily route every attention module through the explicit softmax path."""
+    switched = [m for m in model.modules() if hasattr(m, "fused_attn") and hasattr(m, "attn_drop")]
+    previous = [m.fused_attn for m in switched]
+    try:
+        for m in switched:
+            m.fused_attn = False
+        yield
+    finally:
+        for m, p in zip(switched, previous):
+            m.fused_attn = p
+
+
+class Capture:
+    """Hooks that record the requested sites of every block during one forward pass.
+
+    Usage::
+
+        with Capture(model, {"block", "attn"}) as cap:
+            model.forward_features(x)
+        cap.outputs["attn"]   # list of [B, H, T, T], one per block
+
+    After each forward, ``outputs[site]`` holds one tensor per block; a site that did not fire once per
+    block raises (e.g. BEiT computes qkv with ``F.linear`` and never calls ``attn.qkv``).
+    """
+
+    def __init__(self, model: nn.Module, sites):
+        unknown = set(sites) - set(SITES)
+        if unknown:
+            raise ValueError(f"Unknown capture site(s) {sorted(unknown)}; known: {sorted(SITES)}.")
+        self.model, self.sites = model, tuple(sorted(sites))
+        self.depth = len(model.blocks)
+        self.outputs: dict[str, list[torch.Tensor]] = {}
+        self._handles = []
+        self._unfuse = unfused_attention(model) if "attn" in self.sites else None
+
+    def _hook(self, site):
+        def record(_module, _inputs, output):
+            self.outputs[site].append(output[0] if isinstance(output, tuple) else output)
+        return record
+
+    def __enter__(self):
+        if self._unfuse is not None:
+            self._unfuse.__enter__()
+        for site in self.sites:
+            for block in self.model.blocks:
+                module = block.get_submodule(SITES[site]) if SITES[site] else block
+                self._handles.append(module.register_forward_hook(self._hook(site)))
+        self.reset()
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        if self._unfuse is not None:
+            self._unfuse.__exit__(*exc)
+        return False
+
+    def reset(self):
+        self.outputs = {site: [] for site in self.sites}
+
+    def collect(self) -> dict[str, list[torch.Tensor]]:
+        """The outputs of the last forward pass, checked to hold exactly one tensor per block."""
+        for site, tensors in self.outputs.items():
+            if len(tensors) != self.depth:
+                raise RuntimeError(f"Capture site {site!r} fired {len(tensors)} times for {self.depth} blocks; "
+                                   f"{type(self.model).__name__} does not expose it as a module call.")
+        out, self.outputs = self.outputs, {site: [] for site in self.sites}
+        return out

@@ -1,0 +1,90 @@
+"""Profiles (``profiles/*.yml``): which models, datasets and sizes a run uses. Data, not code paths."""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .data import ImageFolderSubset, eval_transform, load_manifest, write_imagefolder_twin
+
+
+def project_root() -> Path:
+    """The repository root: ``$VITSCOPE_HOME`` if set, else the checkout this package was installed from."""
+    env = os.environ.get("VITSCOPE_HOME")
+    return Path(env) if env else Path(__file__).resolve().parents[2]
+
+
+def profile_dir() -> Path:
+    return project_root() / "profiles"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    raw: dict
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.raw["models"])
+
+    @property
+    def device(self) -> str:
+        return self.raw.get("device", "cpu")
+
+    def section(self, key: str) -> dict:
+        if key not in self.raw:
+            raise KeyError(f"Profile {self.name!r} has no {key!r} section.")
+        return dict(self.raw[key])
+
+    def dataset_root(self, dataset: str) -> Path:
+        spec = self._dataset_spec(dataset)
+        expanded = os.path.expandvars(str(spec["root"]))
+        if "$" in expanded:
+            raise EnvironmentError(f"Profile {self.name!r}: dataset {dataset!r} root {spec['root']!r} names an "
+                                   "unset environment variable; export it (e.g. IMAGENET_ROOT=/data/imagenet).")
+        root = Path(expanded).expanduser()
+        return root if root.is_absolute() else project_root() / root
+
+    def _dataset_spec(self, dataset: str) -> dict:
+        specs = self.raw.get("datasets", {})
+        if dataset not in specs:
+            raise KeyError(f"Profile {self.name!r} defines no dataset {dataset!r}; it has {sorted(specs)}.")
+        return specs[dataset]
+
+    def is_synthetic(self, dataset: str) -> bool:
+        return "synthetic" in self._dataset_spec(dataset)
+
+    def dataset(self, dataset: str, preprocess):
+        """The profile's subset of ``dataset`` with a model's eval transform (writes a synthetic twin if due)."""
+        spec = self._dataset_spec(dataset)
+        manifest = load_manifest(spec["manifest"])
+        root = self.dataset_root(dataset)
+        if "synthetic" in spec:
+            syn = spec["synthetic"]
+            write_imagefolder_twin(root, manifest.wnids, spec.get("per_class", manifest.per_class),
+                                   split=manifest.split, size=syn.get("size", 96), seed=syn.get("seed", 0))
+        return ImageFolderSubset(root, manifest, transform=eval_transform(preprocess),
+                                 per_class=spec.get("per_class"), num_classes=spec.get("num_classes"))
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in profile_dir().glob("*.yml"))
+
+
+def load_profile(name_or_path) -> Profile:
+    """Load ``profiles/<name>.yml`` (or a path to a profile file)."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yml", ".yaml"):
+        path = profile_dir() / f"{name_or_path}.yml"
+    if not path.is_file():
+        known = available_profiles()
+        close = difflib.get_close_matches(str(name_or_path), known, n=1)
+        raise FileNotFoundError(f"No profile {str(name_or_path)!r} ({path}). Known: {', '.join(known)}."
+                                + (f" Did you mean {close[0]!r}?" if close else ""))
+    raw = yaml.safe_load(path.read_text())
+    if "models" not in raw:
+        raise ValueError(f"Profile {path} lists no models.")
+    return Profile(name=raw.get("name", path.stem), raw=raw)

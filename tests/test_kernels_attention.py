@@ -1,0 +1,162 @@
+"""Tests for vitscope.kernels.attention against an independent loop-based NumPy reference (TM 4.1, 4.3)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vitscope.kernels import attention as att
+
+
+# ---------- independent NumPy reference (does not import vitscope) ----------
+
+def np_attention_distance(a, n_prefix, variant, patch_size=None):
+    B, H, T, _ = a.shape
+    N = T - n_prefix
+    G = int(round(math.sqrt(N)))
+    pos = []
+    for i in range(N):
+        r, c = i // G, i % G
+        pos.append((c / (G - 1), r / (G - 1)) if variant == "teaching-matters" else (c * patch_size, r * patch_size))
+    out = np.zeros((B, H))
+    for b in range(B):
+        for h in range(H):
+            total = 0.0
+            for q in range(N):
+                row = a[b, h, n_prefix + q, n_prefix:].astype(np.float64)
+                if variant == "teaching-matters" and row.sum() > 0:
+                    row = row / row.sum()
+                total += sum(row[k] * math.dist(pos[q], pos[k]) for k in range(N))
+            out[b, h] = total / N
+    return out
+
+
+def random_attn(B, H, G, n_prefix, seed=0):
+    rng = np.random.default_rng(seed)
+    T = n_prefix + G * G
+    logits = rng.normal(scale=2.0, size=(B, H, T, T))
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def empty_attn(G, n_prefix=1, B=1, H=1):
+    T = n_prefix + G * G
+    a = torch.zeros(B, H, T, T, dtype=torch.float64)
+    a[:, :, :n_prefix, :] = 1.0 / T  # prefix query rows: any valid distribution
+    return a
+
+
+# ---------- attention distance ----------
+
+@pytest.mark.parametrize("G,n_prefix", [(3, 1), (4, 2), (2, 0)])
+@pytest.mark.parametrize("variant", ["teaching-matters", "pixels"])
+def test_distance_matches_numpy(G, n_prefix, variant):
+    a = random_attn(2, 3, G, n_prefix, seed=G + n_prefix)
+    got = att.attention_distance(torch.from_numpy(a), n_prefix=n_prefix, variant=variant, patch_size=16)
+    assert got.shape == (2, 3)
+    np.testing.assert_allclose(got.numpy(), np_attention_distance(a, n_prefix, variant, 16), rtol=0, atol=1e-10)
+
+
+def test_float32_input_close_to_float64():
+    a = random_attn(1, 2, 3, 1, seed=5)
+    got = att.attention_distance(torch.from_numpy(a).float())
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), np_attention_distance(a, 1, "teaching-matters"), atol=1e-5)
+
+
+def test_self_attention_is_distance_zero():
+    a = empty_attn(2)
+    for q in range(4):
+        a[0, 0, 1 + q, 1 + q] = 1.0
+    assert att.attention_distance(a).item() == 0.0
+    assert att.attention_distance(a, variant="pixels", patch_size=16).item() == 0.0
+
+
+def test_uniform_attention_on_2x2_grid():
+    a = empty_attn(2)
+    a[0, 0, 1:, 1:] = 0.25
+    # From any corner of the unit square: distances 0, 1, 1, sqrt(2) to the four tokens.
+    expected = (0 + 1 + 1 + math.sqrt(2)) / 4
+    assert att.attention_distance(a).item() == pytest.approx(expected, abs=1e-12)
+    assert att.attention_distance(a, variant="pixels", patch_size=16).item() == pytest.approx(16 * expected,
+                                                                                            abs=1e-12)
+
+
+def test_all_attention_on_cls_gives_zero_not_nan():
+    # Spatial mass 0: the renormalisation guard keeps the row at 0 instead of 0/0 = NaN.
+    a = empty_attn(2)
+    a[0, 0, 1:, 0] = 1.0
+    assert att.attention_distance(a).item() == 0.0
+    assert att.attention_distance(a, variant="pixels", patch_size=16).item() == 0.0
+
+
+def test_renormalisation_matters():
+    # Half the mass on CLS, half on the diagonally opposite corner (distance sqrt(2) on the unit square).
+    a = empty_attn(2)
+    for q in range(4):
+        a[0, 0, 1 + q, 0] = 0.5
+        a[0, 0, 1 + q, 1 + (3 - q)] = 0.5
+    assert att.attention_distance(a).item() == pytest.approx(math.sqrt(2), abs=1e-12)
+    assert att.attention_distance(a, variant="pixels", patch_size=16).item() == pytest.approx(
+        0.5 * 16 * math.sqrt(2), abs=1e-12)
+
+
+def test_token_grid_distances():
+    d = att.token_grid_distances(3)
+    assert d.shape == (9, 9)
+    assert d[0, 2].item() == pytest.approx(1.0)  # token 2 = (row 0, col 2): along x
+    assert d[0, 6].item() == pytest.approx(1.0)  # token 6 = (row 2, col 0): along y
+    assert d[0, 8].item() == pytest.approx(math.sqrt(2))
+    assert d[0, 5].item() == pytest.approx(math.hypot(1.0, 0.5))  # token 5 = (row 1, col 2)
+    torch.testing.assert_close(att.token_grid_distances(3, "pixels", patch_size=16), 32 * d)
+    with pytest.raises(ValueError, match="grid_size"):
+        att.token_grid_distances(1)
+
+
+# ---------- CLS attention maps ----------
+
+@pytest.mark.parametrize("n_prefix", [1, 2])
+def test_cls_map_one_hot_lands_at_row_col(n_prefix):
+    G, r, c = 3, 1, 2
+    a = torch.from_numpy(random_attn(2, 4, G, n_prefix, seed=1))
+    a[1, 3, 0, :] = 0.0
+    a[1, 3, 0, n_prefix + r * G + c] = 1.0
+    m = att.cls_attention_map(a, n_prefix=n_prefix)
+    assert m.shape == (2, 4, G, G)
+    assert m[1, 3, r, c].item() == 1.0 and m[1, 3].sum().item() == 1.0
+    # Not renormalised: other maps sum to 1 minus the CLS query's mass on prefix keys.
+    torch.testing.assert_close(m[0, 0].sum(), 1 - a[0, 0, 0, :n_prefix].sum())
+    mean = att.mean_cls_attention_map(a, n_prefix=n_prefix)
+    assert mean.shape == (4, G, G)
+    torch.testing.assert_close(mean, m.mean(0))
+
+
+# ---------- errors ----------
+
+def test_error_non_square_token_count():
+    a = torch.full((1, 1, 6, 6), 1 / 6)
+    with pytest.raises(ValueError, match=r"T=6.*n_prefix=1"):
+        att.attention_distance(a)
+    with pytest.raises(ValueError, match=r"T=6.*n_prefix=1"):
+        att.cls_attention_map(a)
+
+
+def test_error_logits_instead_of_probabilities():
+    logits = torch.randn(1, 2, 5, 5)
+    with pytest.raises(ValueError, match="logits"):
+        att.attention_distance(logits)
+
+
+def test_error_missing_patch_size_and_bad_inputs():
+    a = torch.from_numpy(random_attn(1, 1, 2, 1))
+    with pytest.raises(ValueError, match="patch_size"):
+        att.attention_distance(a, variant="pixels")
+    with pytest.raises(ValueError, match="valid variants"):
+        att.attention_distance(a, variant="raghu")
+    with pytest.raises(ValueError, match=r"\[B, H, T, T\]"):
+        att.attention_distance(a[0])
+    bad = a.clone()
+    bad[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        att.validate_attention(bad, 1)
