@@ -160,3 +160,13 @@ def test_error_missing_patch_size_and_bad_inputs():
     bad[0, 0, 1, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         att.validate_attention(bad, 1)
+
+
+def test_uniform_attention_distance_is_the_uniform_head():
+    from vitscope.kernels.attention import attention_distance, uniform_attention_distance
+
+    assert uniform_attention_distance(2) == pytest.approx((0 + 1 + 1 + np.sqrt(2)) / 4)
+    G = 5
+    attn = torch.full((1, 1, 1 + G * G, 1 + G * G), 1.0 / (1 + G * G), dtype=torch.float64)
+    assert attention_distance(attn)[0, 0].item() == pytest.approx(uniform_attention_distance(G))
+    assert uniform_attention_distance(G, "pixels", 16) == pytest.approx(16 * (G - 1) * uniform_attention_distance(G))

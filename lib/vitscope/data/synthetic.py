@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 SHAPES = ("circle", "square", "triangle", "pentagon", "hexagon", "star", "cross", "ring", "crescent", "diamond")
 PATTERNS = ("plain", "stripes", "dots", "eye", "cap")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .. import __version__
 from .capture import Capture, vit_geometry

@@ -128,3 +128,12 @@ def mean_cls_attention_map(attn: Tensor, n_prefix: int = 1) -> Tensor:
     """Mean over the batch of :func:`cls_attention_map`: [H, G, G], in at least float32."""
     m = cls_attention_map(attn, n_prefix)
     return m.to(_compute_dtype(m.dtype)).mean(0)
+
+
+def uniform_attention_distance(grid_size: int, unit: str = "unit_square", patch_size: float | None = None) -> float:
+    """The attention distance of a head that attends uniformly to every spatial token: a reference level.
+
+    Equals ``attention_distance`` of uniform attention (mean of all pairwise token distances). A head far
+    below it is local; a head near it is as global as attention without any spatial preference.
+    """
+    return float(token_grid_distances(grid_size, unit, patch_size).mean())

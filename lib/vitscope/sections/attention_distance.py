@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..data import transform_key
-from ..extract import AttentionDistance, FeatureStore, extract
+from ..extract import AttentionDistance, FeatureStore, extract, vit_geometry
+from ..kernels.attention import uniform_attention_distance
 from ..profiles import Profile
 from .common import load_for_analysis, resolve_device
 
@@ -17,8 +18,9 @@ def compute(model: str, profile: Profile, *, weights=None, device=None, store=No
     """Average attention distance of every head of ``model`` on the profile's dataset.
 
     Returns a tidy table with one row per (variant, block, head): ``model, variant, block, head,
-    distance`` (mean over images) ``, distance_std`` (std over images) ``, n_images``. Blocks are 1-based
-    (layer 1 is the first transformer block, as in the paper's figures).
+    distance`` (mean over images) ``, distance_std`` (std over images) ``, n_images, uniform`` (the distance
+    of a head attending uniformly to every token of this model's grid, a reference level). Blocks are
+    1-based (layer 1 is the first transformer block, as in the paper's figures).
     """
     device = resolve_device(device or profile.device)
     spec = profile.section("attention_distance")
@@ -26,10 +28,13 @@ def compute(model: str, profile: Profile, *, weights=None, device=None, store=No
     dataset = profile.dataset(spec["dataset"], cfg.preprocess)
     out = extract(net, ident, dataset, {"ad": AttentionDistance()}, transform_id=transform_key(cfg.preprocess),
                   store=store or FeatureStore(), device=device, progress=progress)
-    return distance_table(model, out["ad"])
+    g = vit_geometry(net)
+    uniform = {"unit_square": uniform_attention_distance(g["grid"][0]),
+               "pixels": uniform_attention_distance(g["grid"][0], "pixels", g["patch_size"])}
+    return distance_table(model, out["ad"], uniform)
 
 
-def distance_table(model: str, result) -> pd.DataFrame:
+def distance_table(model: str, result, uniform: dict) -> pd.DataFrame:
     """Reduce per-image distances ``{variant: [N, L, H]}`` to the tidy per-head table."""
     rows = []
     for variant in VARIANTS:
@@ -39,5 +44,5 @@ def distance_table(model: str, result) -> pd.DataFrame:
             for head in range(d.shape[2]):
                 rows.append({"model": model, "variant": variant, "block": block + 1, "head": head,
                              "distance": float(mean[block, head]), "distance_std": float(std[block, head]),
-                             "n_images": d.shape[0]})
+                             "n_images": d.shape[0], "uniform": uniform[variant]})
     return pd.DataFrame(rows)

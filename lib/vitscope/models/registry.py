@@ -1,0 +1,205 @@
+"""The model registry: paper name -> timm architecture + weights source + converter + preprocessing.
+
+``MODELS`` is a table in the style of timm's ``default_cfgs``: one entry per model of *Teaching Matters* (TM),
+*Objectives Matter* (OM) and the offline demo. Each entry states where its weights come from:
+
+* ``source="timm"``: a timm hub tag (``f"{arch}.{timm_tag}"``), fetched by timm;
+* ``source="url"``: an official release file, converted to timm names by ``converters.CONVERTERS[converter]``;
+* ``source="random"``: deterministic random init from ``seed`` (demo stand-ins until trained weights exist).
+
+The facts behind each entry (tags, strip rules, build kwargs) are in DESIGN.md §3; ``notes`` repeats the trap.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+# Normalisation constants (same values as timm.data.constants; written out so the table reads on its own).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)  # "inception" normalisation: augreg ViTs, BEiT pt22k, our demo models
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+FAMILIES = ("supervised", "image-text", "self-distillation", "contrastive", "masked-reconstruction",
+            "masked-token-prediction", "random")
+PAPERS = ("TM", "OM", "demo")
+SOURCES = ("timm", "url", "random")
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not in ``MODELS``; the message lists the known names and the closest match."""
+
+    def __str__(self) -> str:  # KeyError would print the repr (quoted, escaped newlines)
+        return str(self.args[0]) if self.args else ""
+
+
+class FrozenDict(dict):
+    """A read-only, hashable dict, so a frozen ``ModelCfg`` can hold build kwargs and still be hashed.
+
+    It stays a real ``dict`` (``dict(cfg.arch_kwargs)``, ``**cfg.arch_kwargs``, json and
+    ``dataclasses.asdict`` all work); values must be hashable (numbers, strings, tuples).
+    """
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("registry arch_kwargs are read-only; pass overrides to create_model/load_model instead")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly
+    __ior__ = _readonly
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self):  # pickle / deepcopy rebuild from a plain dict instead of item-by-item assignment
+        return (FrozenDict, (dict(self),))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What the model expects at its input: Resize(short side ``resize``) + CenterCrop(``crop``), then
+    ``(x - mean) / std`` on [0, 1] RGB."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: int = 224
+    crop: int = 224
+    interpolation: str = "bicubic"
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """One registry entry. ``arch_kwargs`` go to ``timm.create_model`` (caller overrides win)."""
+
+    name: str
+    display: str
+    family: str
+    papers: tuple[str, ...]
+    arch: str
+    arch_kwargs: FrozenDict = field(default_factory=FrozenDict)
+    source: str = "timm"
+    timm_tag: str | None = None
+    url: str | None = None
+    filename: str | None = None
+    converter: str = "identity"
+    preprocess: Preprocess = Preprocess(IMAGENET_MEAN, IMAGENET_STD)
+    license: str = "see release"
+    notes: str = ""
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.arch_kwargs, FrozenDict):
+            object.__setattr__(self, "arch_kwargs", FrozenDict(self.arch_kwargs))
+
+    @property
+    def timm_name(self) -> str:
+        """``arch.tag`` for timm-hub models (what ``timm.create_model`` is given), else the bare arch."""
+        return f"{self.arch}.{self.timm_tag}" if self.timm_tag else self.arch
+
+
+def _kw(**kwargs) -> FrozenDict:
+    return FrozenDict(kwargs)
+
+
+_IMAGENET = Preprocess(IMAGENET_MEAN, IMAGENET_STD)
+# BEiT pre-training build (unilm `beit_base_patch16_224_8k_vocab`): one relative position bias shared by all
+# blocks, no absolute position embedding, LayerScale 0.1. timm's default beit_base has per-block rel-pos bias.
+_BEIT_PT_KWARGS = _kw(num_classes=0, use_abs_pos_emb=False, use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
+                      init_values=0.1, global_pool="token")
+_DEMO_VIT = _kw(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6, num_classes=0)
+_DEMO_PRE = Preprocess(HALF, HALF, resize=64, crop=64)
+
+_ENTRIES = (
+    # ---------------------------------------------------------------- Teaching Matters (+ OM where shared)
+    ModelCfg(
+        name="fs", display="FS", family="supervised", papers=("TM",),
+        arch="vit_base_patch16_224", arch_kwargs=_kw(num_classes=0), source="timm",
+        timm_tag="augreg_in21k_ft_in1k", preprocess=Preprocess(HALF, HALF), license="Apache-2.0",
+        notes="bare vit_base_patch16_224 now resolves to augreg2 (re-fine-tuned): the tag pins the paper's weights"),
+    ModelCfg(
+        name="clip", display="CLIP", family="image-text", papers=("TM",),
+        arch="vit_base_patch16_clip_quickgelu_224", arch_kwargs=_kw(num_classes=0), source="timm",
+        timm_tag="openai", converter="openai_clip", preprocess=Preprocess(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
+        license="MIT",
+        notes="OpenAI CLIP was trained with QuickGELU; plain *_clip_224 uses GELU and gives different features"),
+    ModelCfg(
+        name="dino", display="DINO", family="self-distillation", papers=("TM", "OM"),
+        arch="vit_base_patch16_224", arch_kwargs=_kw(num_classes=0), source="timm", timm_tag="dino",
+        license="Apache-2.0", notes="backbone only (no DINO head); official file already uses timm names"),
+    ModelCfg(
+        name="mae", display="MAE", family="masked-reconstruction", papers=("TM", "OM"),
+        arch="vit_base_patch16_224", arch_kwargs=_kw(num_classes=0), source="timm", timm_tag="mae",
+        converter="mae_pretrained", license="CC-BY-NC-4.0",
+        notes="encoder only; the CLS token gets no training signal in MAE pre-training"),
+    ModelCfg(
+        name="mocov3", display="MoCo-v3", family="contrastive", papers=("TM", "OM"),
+        arch="vit_base_patch16_224", arch_kwargs=_kw(num_classes=0), source="url",
+        url="https://dl.fbaipublicfiles.com/moco-v3/vit-b-300ep/vit-b-300ep.pth.tar",
+        filename="vit-b-300ep.pth.tar", converter="mocov3_vit", license="CC-BY-NC-4.0",
+        notes="keep module.base_encoder.* minus head (projector); the original TM code ran random weights if absent"),
+    ModelCfg(
+        name="beit", display="BEiT", family="masked-token-prediction", papers=("TM",),
+        arch="beit_base_patch16_224", arch_kwargs=_BEIT_PT_KWARGS, source="url",
+        url=("https://conversationhub.blob.core.windows.net/beit-share-public/beit/beit_base_patch16_224_pt22k.pth"
+             "?sv=2021-10-04&st=2023-06-08T11%3A16%3A02Z&se=2033-06-09T11%3A16%3A00Z&sr=c&sp=r"
+             "&sig=N4pfCVmSeq4L4tS8QbrFVsX6f6q844eft8xSuXdxU48%3D"),
+        filename="beit_base_patch16_224_pt22k.pth", converter="beit_pt22k",
+        preprocess=Preprocess(HALF, HALF), license="MIT",
+        notes="self-supervised pt22k (all timm beit tags are fine-tuned); shared rel-pos bias, init_values=0.1"),
+    # ---------------------------------------------------------------- Objectives Matter
+    ModelCfg(
+        name="msn", display="MSN", family="self-distillation", papers=("OM",),
+        arch="vit_base_patch16_224", arch_kwargs=_kw(num_classes=0), source="url",
+        url="https://dl.fbaipublicfiles.com/msn/vitb16_600ep.pth.tar", filename="vitb16_600ep.pth.tar",
+        converter="msn", license="CC-BY-NC-4.0",
+        notes="use target_encoder (EMA), strip module., drop fc.* projector; block names already match timm"),
+    ModelCfg(
+        name="mae-ft", display="MAE (FT)", family="masked-reconstruction", papers=("OM",),
+        arch="vit_base_patch16_224", arch_kwargs=_kw(num_classes=1000, global_pool="avg"), source="url",
+        url="https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth",
+        filename="mae_finetuned_vit_base.pth", converter="mae_finetuned", license="CC-BY-NC-4.0",
+        notes="fine-tuned with IN-1k labels; global_pool='avg' means fc_norm after pooling and no final norm"),
+    ModelCfg(
+        name="resnet50-dino", display="ResNet-50 DINO", family="self-distillation", papers=("OM",),
+        arch="resnet50", arch_kwargs=_kw(num_classes=0), source="url",
+        url="https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
+        filename="dino_resnet50_pretrain.pth", converter="dino_resnet", license="Apache-2.0",
+        notes="torchvision key names without fc; timm resnet50 uses the same names"),
+    ModelCfg(
+        name="resnet50-mocov3", display="ResNet-50 MoCo-v3", family="contrastive", papers=("OM",),
+        arch="resnet50", arch_kwargs=_kw(num_classes=0), source="url",
+        url="https://dl.fbaipublicfiles.com/moco-v3/r-50-1000ep/r-50-1000ep.pth.tar",
+        filename="r-50-1000ep.pth.tar", converter="mocov3_resnet", license="CC-BY-NC-4.0",
+        notes="strip module.base_encoder., drop fc.* (projector MLP)"),
+    ModelCfg(
+        name="convnextv2-fcmae", display="ConvNeXt-V2 FCMAE", family="masked-reconstruction", papers=("OM",),
+        arch="convnextv2_base", arch_kwargs=_kw(num_classes=0), source="timm", timm_tag="fcmae",
+        license="CC-BY-NC-4.0", notes="self-supervised FCMAE pre-training only (no fine-tuning)"),
+    # ---------------------------------------------------------------- offline demo stand-ins
+    *(ModelCfg(
+        name=f"random-{s}", display=f"Random {s.upper()}", family="random", papers=("demo",),
+        arch="vit_tiny_patch16_224", arch_kwargs=_DEMO_VIT, source="random", preprocess=_DEMO_PRE,
+        license="MIT", notes="random init placeholder until the trained mini-zoo ships", seed=seed)
+      for seed, s in enumerate("abc")),
+)
+
+MODELS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in _ENTRIES}
+
+
+def list_models(paper: str | None = None) -> list[str]:
+    """Registry names in table order, optionally only those of one paper ("TM", "OM" or "demo")."""
+    if paper is not None and paper not in PAPERS:
+        raise ValueError(f"unknown paper {paper!r}; expected one of {PAPERS}")
+    return [n for n, c in MODELS.items() if paper is None or paper in c.papers]
+
+
+def get_cfg(name: str | ModelCfg) -> ModelCfg:
+    """The entry for ``name`` (a ``ModelCfg`` passes through); unknown names raise ``UnknownModelError``."""
+    if isinstance(name, ModelCfg):
+        return name
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), MODELS, n=1, cutoff=0.0)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}") from None
