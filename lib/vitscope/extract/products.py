@@ -158,10 +158,9 @@ class GramMatrices(Product):
         return {f"batch{i:04d}": g for i, g in enumerate(self._batches)}
 
 
-def layer_labels(product: GramMatrices, depth: int) -> list[str]:
-    """Row labels of a :class:`GramMatrices` stack, e.g. ``["block0", ..., "norm1.0", ...]``."""
-    return [f"{site}{i}" if site == "block" else f"{site}.{i}" for site in product.capture_sites
-            for i in range(depth)]
+def layer_labels(product: GramMatrices, depth: int) -> list[tuple[str, int]]:
+    """``(site, block)`` of each row of a :class:`GramMatrices` stack, blocks 1-based: ``[("block", 1), ...]``."""
+    return [(site, i + 1) for site in product.capture_sites for i in range(depth)]
 
 
 def stack_batches(result: dict[str, torch.Tensor]) -> list[torch.Tensor]:

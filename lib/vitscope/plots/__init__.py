@@ -1,7 +1,7 @@
 """Plots: one function per paper figure family. They read result tables and never compute metrics."""
 from .attention import attention_distance_by_layer, attention_distance_layer_means
-from .cka import cka_grid, cka_heatmap, pair_matrix
+from .cka import cka_by_layer_type, cka_grid, cka_heatmap, pair_matrix
 from .common import save_figure
 
-__all__ = ["attention_distance_by_layer", "attention_distance_layer_means", "cka_grid", "cka_heatmap", "pair_matrix",
+__all__ = ["attention_distance_by_layer", "attention_distance_layer_means", "cka_by_layer_type", "cka_grid", "cka_heatmap", "pair_matrix",
            "save_figure"]

@@ -6,8 +6,12 @@ import itertools
 import matplotlib.pyplot as plt
 
 
-def pair_matrix(table, model_a: str, model_b: str):
-    """One model pair of a tidy CKA table as a [layers_a x layers_b] frame (either pair order is accepted)."""
+def pair_matrix(table, model_a: str, model_b: str, site: str = "block"):
+    """One model pair of a tidy CKA table as a [blocks_a x blocks_b] frame for one site type.
+
+    Either order of the pair is accepted (the table stores each unordered pair once).
+    """
+    table = table[(table.site_a == site) & (table.site_b == site)]
     sel = table[(table.model_a == model_a) & (table.model_b == model_b)]
     if sel.empty:
         sel = table[(table.model_a == model_b) & (table.model_b == model_a)].rename(
@@ -28,7 +32,7 @@ def cka_heatmap(matrix, label_a: str, label_b: str, ax=None, vmin: float = 0.0, 
     return im
 
 
-def cka_grid(table, models: list[str]):
+def cka_grid(table, models: list[str], site: str = "block"):
     """Upper-triangular grid of heatmaps for every pair of ``models``, sharing one colour bar."""
     n = len(models)
     fig, axes = plt.subplots(n, n, figsize=(2.9 * n + 0.8, 2.7 * n), squeeze=False, layout="constrained")
@@ -38,6 +42,27 @@ def cka_grid(table, models: list[str]):
         if j < i:
             ax.axis("off")
             continue
-        im = cka_heatmap(pair_matrix(table, a, b), a, b, ax=ax)
+        im = cka_heatmap(pair_matrix(table, a, b, site), a, b, ax=ax)
     fig.colorbar(im, ax=axes, shrink=0.6, label="minibatch CKA")
     return fig
+
+
+SITE_NAMES = {"block": "block output", "norm1": "LayerNorm (pre-attention)", "qkv": "MHSA qkv",
+              "fc1": "MLP fc1", "norm2": "LayerNorm (pre-MLP)"}
+
+
+def cka_by_layer_type(table, ax=None):
+    """Same-depth CKA between two different models, one line per layer type and model pair (OM Fig. 1b)."""
+    import seaborn as sns
+
+    sel = table[(table.model_a != table.model_b) & (table.site_a == table.site_b)
+                & (table.index_a == table.index_b)].copy()
+    sel["layer type"] = sel.site_a.map(lambda s: SITE_NAMES.get(s, s))
+    sel["pair"] = sel.model_a + " vs " + sel.model_b
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.6))
+    sns.lineplot(data=sel, x="index_a", y="cka", hue="layer type", style="pair", marker="o", ax=ax)
+    ax.set(xlabel="block", ylabel="CKA (same block of both models)", ylim=(0, 1.02))
+    ax.legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.grid(alpha=0.3)
+    return ax.figure

@@ -31,7 +31,9 @@ def compute(models: list[str], profile: Profile, *, weights: dict | None = None,
     """Minibatch CKA (OM eq. 2-3) between every layer of every pair of ``models`` (self-pairs included).
 
     Each model is run once; its per-batch Gram matrices are cached, so adding a model to the list costs one
-    forward pass. Returns a tidy table ``model_a, model_b, layer_a, layer_b, index_a, index_b, cka, mode``.
+    forward pass. Returns a tidy table ``model_a, model_b, site_a, site_b, index_a, index_b, cka, mode``:
+    ``site`` is the captured output (``block``, ``norm1``, ``qkv``, ``fc1``; see :mod:`vitscope.extract.capture`)
+    and ``index`` its block, 1-based.
     """
     spec = profile.section("cka")
     mode = mode or spec.get("mode", "reference")
@@ -47,6 +49,7 @@ def compute(models: list[str], profile: Profile, *, weights: dict | None = None,
 
 
 def _rows(a, b, la, lb, matrix: torch.Tensor, mode: str) -> list[dict]:
-    return [{"model_a": a, "model_b": b, "layer_a": la[i], "layer_b": lb[j], "index_a": i + 1, "index_b": j + 1,
-             "cka": float(matrix[i, j]), "mode": mode} for i in range(len(la)) for j in range(len(lb))]
+    return [{"model_a": a, "model_b": b, "site_a": sa, "site_b": sb, "index_a": ia, "index_b": ib,
+             "cka": float(matrix[i, j]), "mode": mode}
+            for i, (sa, ia) in enumerate(la) for j, (sb, ib) in enumerate(lb)]
 

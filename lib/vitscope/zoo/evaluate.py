@@ -1,0 +1,102 @@
+"""Held-out evaluation of zoo backbones: DINO weighted k-NN and the OM 2.2 linear probe on CLS features.
+
+The protocol (``EVAL_PROTOCOL``) is recorded verbatim in every model card, so
+:func:`knn_accuracy_for_weights` can rebuild the same data and reproduce the card's number from the shipped file:
+reference split = the first ``ref_per_class`` training scenes of each class (``TRAIN_SEED``; the labelled set the
+neighbours come from, as ImageNet-train is DINO's), test split = ``heldout_per_class`` scenes per class from
+``HELDOUT_SEED`` (never trained on). Feature = CLS token of the backbone's final normed output
+(``backbone.forward_features(x)[:, 0]``, the timm path the book's extraction uses).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from ..kernels.knn import knn_accuracy
+from ..kernels.probes import linear_probe
+from .data import HELDOUT_SEED, IMAGE_SIZE, NUM_CLASSES, RENDER_SIZE, TRAIN_SEED, render_set, to_model_input
+from .objectives.common import BACKBONE_ARCH, BACKBONE_KWARGS
+
+EVAL_PROTOCOL = dict(
+    ref_seed=TRAIN_SEED, ref_per_class=60, heldout_seed=HELDOUT_SEED, heldout_per_class=20,
+    size=IMAGE_SIZE, render_size=RENDER_SIZE, num_classes=NUM_CLASSES,
+    feature="CLS token of the final normed output (forward_features(x)[:, 0])", normalisation="mean=std=0.5",
+    knn=dict(k=20, temperature=0.07),
+    probe=dict(head="BatchNorm1d(affine=False, eps=1e-6) + Linear", optimizer="AdamW, cosine", epochs=100,
+               lr=1e-3, weight_decay=0.0, batch_size=256, seed=0),
+)
+#: Quick (test) protocol: tiny splits; k must not exceed the reference size.
+QUICK_PROTOCOL = {**EVAL_PROTOCOL, "ref_per_class": 1, "heldout_per_class": 1, "knn": dict(k=20, temperature=0.07),
+                  "probe": {**EVAL_PROTOCOL["probe"], "epochs": 5}}
+
+
+def load_backbone(path: str | Path, device="cpu") -> nn.Module:
+    """A zoo safetensors file (fp16 backbone state dict) loaded strictly into the plain timm config, as float32."""
+    from safetensors.torch import load_file
+    model = timm.create_model(BACKBONE_ARCH, **BACKBONE_KWARGS)
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    model.load_state_dict(sd, strict=True)
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def extract_cls(backbone: nn.Module, images_u8: Tensor, batch_size: int = 250, device="cpu") -> Tensor:
+    """CLS features [N, D] (float32, CPU) of uint8 images [N, 3, H, W] through ``forward_features``."""
+    backbone = backbone.to(device).eval()
+    out = [backbone.forward_features(to_model_input(images_u8[i:i + batch_size], device))[:, 0].float().cpu()
+           for i in range(0, len(images_u8), batch_size)]
+    return torch.cat(out)
+
+
+def eval_splits(protocol: dict, cache_dir=None, progress: bool = False):
+    """(reference SceneSet, held-out SceneSet) for ``protocol``."""
+    kw = dict(size=protocol["size"], render_size=protocol["render_size"], num_classes=protocol["num_classes"],
+              cache_dir=cache_dir, progress=progress)
+    return (render_set(protocol["ref_per_class"], protocol["ref_seed"], **kw),
+            render_set(protocol["heldout_per_class"], protocol["heldout_seed"], **kw))
+
+
+def evaluate_backbone(backbone: nn.Module, protocol: dict | None = None, cache_dir=None, device="cpu",
+                      splits=None) -> dict:
+    """``{"knn_top1", "linear_probe_top1"}`` (fractions in [0, 1]) of ``backbone`` under ``protocol``."""
+    protocol = protocol or EVAL_PROTOCOL
+    ref, test = splits or eval_splits(protocol, cache_dir)
+    f_ref, f_test = extract_cls(backbone, ref.images, device=device), extract_cls(backbone, test.images, device=device)
+    knn = knn_accuracy(f_ref, ref.labels, f_test, test.labels, num_classes=protocol["num_classes"],
+                       **protocol["knn"])
+    p = protocol["probe"]
+    probe = linear_probe(f_ref, ref.labels, f_test, test.labels, epochs=p["epochs"], lr=p["lr"],
+                         weight_decay=p["weight_decay"], batch_size=p["batch_size"], seed=p["seed"],
+                         num_classes=protocol["num_classes"])
+    return {"knn_top1": knn, "linear_probe_top1": probe}
+
+
+def _protocol_for(path: Path, protocol: dict | None) -> dict:
+    if protocol is not None:
+        return protocol
+    card = path.with_suffix(".json")
+    if not card.is_file():
+        raise FileNotFoundError(f"no model card {card} beside {path}; pass protocol= explicitly")
+    return json.loads(card.read_text())["eval"]["protocol"]
+
+
+def evaluate_weights(path: str | Path, protocol: dict | None = None, cache_dir=None, device="cpu") -> dict:
+    """Evaluate a shipped zoo file; ``protocol=None`` reads it from the model card beside the file."""
+    path = Path(path)
+    return evaluate_backbone(load_backbone(path, device), _protocol_for(path, protocol), cache_dir, device)
+
+
+def knn_accuracy_for_weights(path: str | Path, protocol: dict | None = None, cache_dir=None, device="cpu") -> float:
+    """Held-out weighted k-NN top-1 of a shipped zoo file, recomputed exactly as its card's ``eval.trained.knn_top1``
+    (``protocol=None``: the protocol recorded in the card beside ``path``)."""
+    path = Path(path)
+    protocol = _protocol_for(path, protocol)
+    ref, test = eval_splits(protocol, cache_dir)
+    backbone = load_backbone(path, device)
+    f_ref, f_test = extract_cls(backbone, ref.images, device=device), extract_cls(backbone, test.images, device=device)
+    return knn_accuracy(f_ref, ref.labels, f_test, test.labels, num_classes=protocol["num_classes"],
+                        **protocol["knn"])

@@ -1,0 +1,247 @@
+"""``vitscope zoo train``: train the mini-zoo (one small ViT per supervision family) on synthetic scenes.
+
+Usage: ``python -m vitscope.zoo.train [--model NAME | --all] [--steps N] [--out DIR] [--device cpu|cuda|auto]
+[--quick] [--force]``. Each model is resumable (``<cache>/<name>/ckpt.pt`` every ``--ckpt-minutes``), deterministic
+for its seed (all randomness of step ``s`` comes from a generator seeded by (seed, s); batches from per-epoch
+permutations of seeded generators), trained with AdamW and linear-warmup + cosine learning rate, and ends with
+``<out>/zoo-<name>.safetensors`` (fp16 backbone) and ``<out>/zoo-<name>.json`` (the model card).
+
+Known nondeterminism: results are bit-reproducible on one machine with the same thread count; other CPUs, thread
+counts or a GPU change floating-point reduction order, so losses and accuracies differ in the last digits there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from . import MODEL_NAMES, weights_dir
+from .data import TRAIN_SEED, default_cache_dir, render_set
+from .evaluate import EVAL_PROTOCOL, QUICK_PROTOCOL, eval_splits, evaluate_backbone, load_backbone
+from .objectives import OBJECTIVES, create_backbone
+from .objectives.common import BACKBONE_ARCH, BACKBONE_KWARGS
+
+SEED = 0
+TRAIN_PER_CLASS = 200                 # 50 classes x 200 = 10,000 training scenes
+LOSS_EVERY = 10                       # the card's loss curve: mean loss of each window of 10 steps
+CKPT_MINUTES = 3.0
+#: Per-objective budgets, chosen from measured step times on 2 CPU cores (see the README of the zoo weights):
+#: about 10 minutes each, so ``--all`` fits in 90 minutes with ~20 % slack for a busy machine.
+BUDGETS = {
+    "supervised": dict(steps=600, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
+    "clip": dict(steps=500, batch_size=128, lr=5e-4, weight_decay=0.05, betas=(0.9, 0.98)),
+    "dino": dict(steps=350, batch_size=64, lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999)),
+    "mocov3": dict(steps=450, batch_size=64, lr=5e-4, weight_decay=0.1, betas=(0.9, 0.999)),
+    "mae": dict(steps=1200, batch_size=128, lr=1.5e-3, weight_decay=0.05, betas=(0.9, 0.95)),
+    "beit": dict(steps=600, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
+}
+COMMON = dict(warmup_frac=0.1, min_lr_frac=0.01, clip_grad=3.0)
+QUICK = dict(steps=3, batch_size=8, train_per_class=2)
+
+
+def lr_at(step: int, steps: int, lr: float, warmup_frac: float, min_lr_frac: float) -> float:
+    """Linear warmup over ``warmup_frac`` of the steps, then cosine decay to ``min_lr_frac * lr``."""
+    warm = max(1, int(round(warmup_frac * steps)))
+    if step < warm:
+        return lr * (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return lr * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """The training rows of ``step``: consecutive slices of per-epoch permutations (epoch e: generator seeded by
+    (seed, e)), so any step's batch is known without replaying earlier steps (cheap, exact resume)."""
+    pos = torch.arange(step * batch_size, (step + 1) * batch_size)
+    out = torch.empty(batch_size, dtype=torch.long)
+    for e in pos.div(n, rounding_mode="floor").unique().tolist():
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
+        sel = pos.div(n, rounding_mode="floor") == e
+        out[sel] = perm[pos[sel] % n]
+    return out
+
+
+def _param_groups(obj):
+    """AdamW groups: no weight decay on biases, norms, tokens and position embeddings (1-D or named so)."""
+    decay, no_decay = [], []
+    frozen = {id(p) for m in obj.modules() if getattr(m, "zoo_frozen", False) for p in m.parameters()}
+    for name, p in obj.named_parameters():
+        if id(p) in frozen:
+            continue   # EMA teachers / momentum encoders; DINO's early-frozen last layer stays in (it toggles)
+        skip = p.ndim <= 1 or any(t in name for t in ("pos_embed", "cls_token", "mask_token", "decoder_pos", ".pos"))
+        (no_decay if skip else decay).append(p)
+    return decay, no_decay
+
+
+def _config(name: str, budget: dict, data_meta: dict, seed: int, quick: bool) -> dict:
+    return {"name": name, "budget": budget, "data": data_meta, "seed": seed, "quick": quick,
+            "hparams": OBJECTIVES[name].HPARAMS}
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu", steps: int | None = None,
+                quick: bool = False, force: bool = False, seed: int = SEED, progress: bool = True,
+                ckpt_minutes: float = CKPT_MINUTES, stop_after: int | None = None) -> dict | None:
+    """Train (or resume) zoo model ``name`` and write its weights and card; returns the card.
+
+    ``stop_after=S`` saves a checkpoint after step S and returns None (an interrupted run, for resume tests).
+    A model whose card exists is skipped (its card returned) unless ``force``; ``force`` also discards checkpoints.
+    """
+    name = name.removeprefix("zoo-")
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown zoo model {name!r}; choose from {sorted(OBJECTIVES)}")
+    out_dir = Path(out_dir) if out_dir is not None else weights_dir()
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / ("quick" if quick else "")
+    card_path, weights_path = out_dir / f"zoo-{name}.json", out_dir / f"zoo-{name}.safetensors"
+    ckpt_path = cache_dir / name / "ckpt.pt"
+    if card_path.is_file() and weights_path.is_file() and not force:
+        print(f"[zoo] {name}: {card_path} exists, skipping (use --force to retrain)")
+        return json.loads(card_path.read_text())
+    if force and ckpt_path.is_file():
+        ckpt_path.unlink()
+    dev = _resolve_device(device)
+    budget = {**BUDGETS[name], **COMMON}
+    per_class = TRAIN_PER_CLASS
+    if quick:
+        budget.update(steps=QUICK["steps"], batch_size=QUICK["batch_size"])
+        per_class = QUICK["train_per_class"]
+    if steps is not None:
+        budget["steps"] = int(steps)
+    train = render_set(per_class, TRAIN_SEED, cache_dir=cache_dir, progress=progress)
+    config = _config(name, budget, train.meta, seed, quick)
+
+    torch.manual_seed(seed)   # the backbone init depends on the seed only (random-init baseline = this init)
+    obj = OBJECTIVES[name](create_backbone(), train.meta)
+    obj.prepare(train, cache_dir)
+    obj.to(dev).train()
+    decay, no_decay = _param_groups(obj)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": budget["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=budget["lr"], betas=budget["betas"])
+    start, losses, elapsed = 0, [], 0.0
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        if ck["config"] == json.loads(json.dumps(config)):
+            obj.load_state_dict(ck["objective"])
+            opt.load_state_dict(ck["optimizer"])
+            torch.random.set_rng_state(ck["torch_rng"])
+            start, losses, elapsed = ck["step"], ck["losses"], ck["elapsed"]
+            print(f"[zoo] {name}: resuming from {ckpt_path} at step {start}")
+        else:
+            print(f"[zoo] {name}: checkpoint {ckpt_path} has another configuration; starting afresh")
+
+    def save_ckpt(step):
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"step": step, "objective": obj.state_dict(), "optimizer": opt.state_dict(), "losses": losses,
+                    "elapsed": elapsed + time.time() - t0, "torch_rng": torch.random.get_rng_state(),
+                    "config": json.loads(json.dumps(config))}, tmp)
+        tmp.replace(ckpt_path)   # atomic: an interrupted save keeps the previous checkpoint
+
+    total, t0, last_save = budget["steps"], time.time(), time.time()
+    bar = tqdm(range(start, total), initial=start, total=total, desc=f"zoo {name}", disable=not progress)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, budget["lr"], budget["warmup_frac"], budget["min_lr_frac"])
+        idx = batch_indices(step, budget["batch_size"], len(train), seed)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)   # all of this step's augmentation randomness
+        images = train.images[idx].to(dev).float() / 255
+        loss = obj.loss(images, train.labels[idx].to(dev), train.attrs[idx].to(dev), gen, step / total)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"zoo {name}: loss is {loss.item()} at step {step}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], budget["clip_grad"])
+        opt.step()
+        obj.after_step((step + 1) / total)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+        if stop_after is not None and step + 1 >= stop_after:
+            save_ckpt(step + 1)
+            return None
+        if time.time() - last_save > ckpt_minutes * 60:
+            save_ckpt(step + 1)
+            last_save = time.time()
+    wall = elapsed + time.time() - t0
+    save_ckpt(total)
+    return _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed)
+
+
+def _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed) -> dict:
+    """Write the fp16 backbone, evaluate it (as shipped) and the random init, write the card."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = out_dir / f"zoo-{name}.safetensors"
+    sd = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in obj.backbone.state_dict().items()}
+    save_file(sd, str(weights_path), metadata={"vitscope_zoo": name, "arch": BACKBONE_ARCH})
+    protocol = QUICK_PROTOCOL if quick else EVAL_PROTOCOL
+    splits = eval_splits(protocol, cache_dir)
+    trained = evaluate_backbone(load_backbone(weights_path, dev), protocol, device=dev, splits=splits)
+    torch.manual_seed(seed)
+    random_init = evaluate_backbone(create_backbone(), protocol, device=dev, splits=splits)
+    curve = [sum(losses[i:i + LOSS_EVERY]) / len(losses[i:i + LOSS_EVERY]) for i in range(0, len(losses), LOSS_EVERY)]
+    budget = config["budget"]
+    card = {
+        "name": f"zoo-{name}", "objective": name, "family": OBJECTIVES[name].family,
+        "backbone": {"arch": BACKBONE_ARCH, "kwargs": BACKBONE_KWARGS, "dtype": "float16",
+                     "preprocess": {"mean": [0.5] * 3, "std": [0.5] * 3, "size": 64}},
+        "objective_hparams": json.loads(json.dumps(OBJECTIVES[name].HPARAMS)),
+        "train_data": {**config["data"], "generator": "vitscope.data.synthetic", "images": config["data"]["per_class"]
+                       * config["data"]["num_classes"]},
+        "steps": budget["steps"], "batch_size": budget["batch_size"],
+        "optimizer": {"name": "AdamW", **{k: budget[k] for k in ("lr", "weight_decay", "betas", "warmup_frac",
+                                                                  "min_lr_frac", "clip_grad")},
+                      "schedule": "linear warmup + cosine"},
+        "seed": seed, "quick": quick, "wall_time_s": round(wall, 1), "device": str(dev),
+        "host": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        "final_loss": sum(losses[-LOSS_EVERY:]) / max(1, len(losses[-LOSS_EVERY:])),
+        "loss_curve": {"every": LOSS_EVERY, "values": curve},
+        "eval": {"protocol": protocol, "trained": trained, "random_init": random_init},
+        "weights": weights_path.name,
+    }
+    (out_dir / f"zoo-{name}.json").write_text(json.dumps(card, indent=1))
+    print(f"[zoo] {name}: k-NN {trained['knn_top1']:.3f} (random init {random_init['knn_top1']:.3f}), "
+          f"probe {trained['linear_probe_top1']:.3f} (random init {random_init['linear_probe_top1']:.3f}), "
+          f"{wall / 60:.1f} min")
+    return card
+
+
+def main(argv=None) -> int:
+    """Entry point of ``vitscope zoo train`` (and ``python -m vitscope.zoo.train``)."""
+    p = argparse.ArgumentParser(prog="vitscope zoo train", description=__doc__.split("\n")[0])
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", choices=sorted(MODEL_NAMES + [n.removeprefix("zoo-") for n in MODEL_NAMES]))
+    which.add_argument("--all", action="store_true", help="train every zoo model in turn")
+    p.add_argument("--steps", type=int, help="override the per-objective step budget")
+    p.add_argument("--out", help="weights/card directory (default: the package's zoo/weights; --quick: cache)")
+    p.add_argument("--cache", help="data / checkpoint cache (default: cache/zoo)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--quick", action="store_true", help="a few steps on tiny data (tests, CI)")
+    p.add_argument("--force", action="store_true", help="retrain even if a card exists; drop checkpoints")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = args.out
+    if out is None and args.quick:   # never overwrite the shipped weights with a smoke run
+        out = (Path(args.cache) if args.cache else default_cache_dir() / "quick") / "weights"
+    names = list(OBJECTIVES) if args.all else [args.model.removeprefix("zoo-")]
+    for name in names:
+        train_model(name, out_dir=out, cache_dir=args.cache, device=args.device, steps=args.steps, quick=args.quick,
+                    force=args.force, progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
