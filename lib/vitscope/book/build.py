@@ -33,12 +33,14 @@ class Page:
 
 
 PARTS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
-         "OM": "Objectives Matter (Shekhar et al., ICLR 2023 workshop)"}
+         "OM": "Objectives Matter (Shekhar et al., ICLR 2023 workshop)",
+         "About": "About"}
 
 PAGES = (
     Page("tm_4_3_attention_distance", "TM", "4.3 Average attention distance", per_model=True,
          landing="book/teaching_matters/attention_distance"),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
+    Page("about_models", "About", "The models", per_model=False),
 )
 
 
@@ -98,8 +100,9 @@ def toc(profile: Profile, pages=PAGES) -> dict:
                 chapters.append({"file": page.landing, "sections": [{"file": f} for f in files]})
             else:
                 chapters += [{"file": f} for f in files]
+        if key == "About":
+            chapters.append({"file": "book/about/reproducing"})
         parts.append({"caption": caption, "chapters": chapters})
-    parts.append({"caption": "About", "chapters": [{"file": "book/about/reproducing"}]})
     return {"format": "jb-book", "root": "book/intro", "parts": parts}
 
 
