@@ -76,7 +76,8 @@ def test_book_has_every_page(site, project):
         page = site / "book" / "generated" / "tm_4_3_attention_distance" / f"{model}.html"
         assert page.is_file(), page
         assert f"{model}" in page.read_text()
-    assert (site / "book" / "generated" / "om_2_1_cka.html").is_file()
+    for page in ("om_2_1_cka", "tm_4_3_overview", "about_models"):
+        assert (site / "book" / "generated" / f"{page}.html").is_file(), page
     assert (site / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax must ship with the site"
     toc = (project / "_toc.yml").read_text()
     assert all(m in toc for m in profile.models)

@@ -29,7 +29,7 @@ class Page:
     part: str            # the paper it belongs to (a TOC caption)
     title: str
     per_model: bool
-    landing: str | None = None   # markdown page introducing the per-model copies
+    sections: tuple["Page", ...] = ()   # pages nested under this one in the TOC (e.g. its per-model copies)
 
 
 PARTS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
@@ -37,8 +37,8 @@ PARTS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
          "About": "About"}
 
 PAGES = (
-    Page("tm_4_3_attention_distance", "TM", "4.3 Average attention distance", per_model=True,
-         landing="book/teaching_matters/attention_distance"),
+    Page("tm_4_3_overview", "TM", "4.3 Average attention distance", per_model=False, sections=(
+        Page("tm_4_3_attention_distance", "TM", "4.3 Average attention distance", per_model=True),)),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
     Page("about_models", "About", "The models", per_model=False),
 )
@@ -50,6 +50,10 @@ def _outputs(page: Page, profile: Profile) -> list[tuple[Path, dict, str]]:
         return [(GENERATED / page.notebook / f"{m}.ipynb", {"model": m, "profile": profile.name},
                  f"{page.title}: {get_cfg(m).display}") for m in profile.models]
     return [(GENERATED / f"{page.notebook}.ipynb", {"profile": profile.name}, page.title)]
+
+
+def _flatten(pages) -> list[Page]:
+    return [q for p in pages for q in (p, *_flatten(p.sections))]
 
 
 def personalise(path: Path, title: str) -> None:
@@ -75,7 +79,7 @@ def run_matrix(profile: Profile, root: Path | None = None, pages=PAGES, log=prin
 
     root = root or project_root()
     done = []
-    for page in pages:
+    for page in _flatten(pages):
         for out, params, title in _outputs(page, profile):
             dest = root / out
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -91,15 +95,16 @@ def run_matrix(profile: Profile, root: Path | None = None, pages=PAGES, log=prin
 
 def toc(profile: Profile, pages=PAGES) -> dict:
     """The Jupyter Book table of contents for ``profile`` (a ``jb-book`` dict)."""
+    def entries(page):
+        files = [str(out.with_suffix("")) for out, _, _ in _outputs(page, profile)]
+        children = [e for child in page.sections for e in entries(child)]
+        if children and len(files) == 1:
+            return [{"file": files[0], "sections": children}]
+        return [{"file": f} for f in files] + children
+
     parts = []
     for key, caption in PARTS.items():
-        chapters = []
-        for page in (p for p in pages if p.part == key):
-            files = [str(out.with_suffix("")) for out, _, _ in _outputs(page, profile)]
-            if page.landing:
-                chapters.append({"file": page.landing, "sections": [{"file": f} for f in files]})
-            else:
-                chapters += [{"file": f} for f in files]
+        chapters = [e for page in pages if page.part == key for e in entries(page)]
         if key == "About":
             chapters.append({"file": "book/about/reproducing"})
         parts.append({"caption": caption, "chapters": chapters})

@@ -46,3 +46,40 @@ def distance_table(model: str, result, uniform: dict) -> pd.DataFrame:
                              "distance": float(mean[block, head]), "distance_std": float(std[block, head]),
                              "n_images": d.shape[0], "uniform": uniform[variant]})
     return pd.DataFrame(rows)
+
+
+#: Teaching Matters groups its six models by the kind of supervision (Sec. 4.3, Fig. 4).
+GLOBAL_LATE = ("supervised", "image-text", "self-distillation", "contrastive")      # FS, CLIP, DINO, MoCo
+LOCAL_LATE = ("masked-reconstruction", "masked-token-prediction")                  # MAE, BEiT
+
+
+def layer_summary(table: pd.DataFrame, variant: str = "unit_square") -> pd.DataFrame:
+    """Per model: the per-layer mean distance (over heads) at the first block, its minimum, and the last block.
+
+    Columns: ``model, family, depth, first, dip_block, dip, last, late_rise`` (``last - dip``), ``uniform``.
+    """
+    from ..models import get_cfg
+
+    rows = []
+    for model, sel in table[table.variant == variant].groupby("model", sort=False):
+        per_layer = sel.groupby("block")["distance"].mean()
+        rows.append({"model": model, "family": get_cfg(model).family, "depth": int(per_layer.index.max()),
+                     "first": per_layer.iloc[0], "dip_block": int(per_layer.idxmin()), "dip": per_layer.min(),
+                     "last": per_layer.iloc[-1], "late_rise": per_layer.iloc[-1] - per_layer.min(),
+                     "uniform": sel["uniform"].iloc[0]})
+    return pd.DataFrame(rows)
+
+
+def late_layer_claim(summary: pd.DataFrame) -> dict | None:
+    """TM 4.3's claim: explicitly/contrastively supervised models end more global than reconstruction models.
+
+    Returns the mean last-block distance of each group and whether the paper's ordering holds in ``summary``,
+    or ``None`` when the profile lacks a model of either group (e.g. only random models).
+    """
+    a = summary[summary.family.isin(GLOBAL_LATE)]
+    b = summary[summary.family.isin(LOCAL_LATE)]
+    if a.empty or b.empty:
+        return None
+    return {"global_late_models": list(a.model), "global_late_last": float(a["last"].mean()),
+            "reconstruction_models": list(b.model), "reconstruction_last": float(b["last"].mean()),
+            "holds": bool(a["last"].mean() > b["last"].mean())}

@@ -1,0 +1,56 @@
+"""Section reductions and book orchestration that need no model: hand-made tables, TOC and page titles."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from vitscope.book.build import PAGES, personalise, toc
+from vitscope.profiles import load_profile
+from vitscope.sections.attention_distance import late_layer_claim, layer_summary
+
+
+def _table(model, per_block):
+    return pd.DataFrame([{"model": model, "variant": "unit_square", "block": b + 1, "head": h, "distance": d + 0.01 * h,
+                          "uniform": 0.5} for b, d in enumerate(per_block) for h in range(3)])
+
+
+def test_layer_summary_by_hand():
+    s = layer_summary(_table("random-a", [0.4, 0.2, 0.3, 0.35])).iloc[0]
+    # per-layer means are d + 0.01 (heads add 0, 0.01, 0.02)
+    assert s["first"] == pytest.approx(0.41) and s["dip_block"] == 2 and s["dip"] == pytest.approx(0.21)
+    assert s["last"] == pytest.approx(0.36) and s["late_rise"] == pytest.approx(0.15) and s["depth"] == 4
+
+
+def test_late_layer_claim_needs_both_groups_and_orders_them():
+    only_random = layer_summary(pd.concat([_table("random-a", [0.3, 0.4]), _table("random-b", [0.3, 0.2])]))
+    assert late_layer_claim(only_random) is None
+    s = layer_summary(pd.concat([_table("dino", [0.3, 0.5]), _table("mae", [0.3, 0.2]), _table("fs", [0.3, 0.4])]))
+    claim = late_layer_claim(s)
+    assert claim["holds"] and claim["reconstruction_models"] == ["mae"]
+    assert claim["global_late_last"] == pytest.approx((0.51 + 0.41) / 2)
+    flipped = layer_summary(pd.concat([_table("dino", [0.3, 0.1]), _table("mae", [0.3, 0.6])]))
+    assert not late_layer_claim(flipped)["holds"]
+
+
+def test_toc_nests_per_model_pages_under_their_overview():
+    profile = load_profile("demo")
+    parts = {p["caption"]: p["chapters"] for p in toc(profile)["parts"]}
+    tm = next(iter(parts.values()))
+    assert tm[0]["file"] == "book/generated/tm_4_3_overview"
+    assert [s["file"].rsplit("/", 1)[1] for s in tm[0]["sections"]] == profile.models
+    names = [p.notebook for p in PAGES]
+    assert len(names) == len(set(names))
+
+
+def test_personalise_sets_the_title_and_hides_parameters(tmp_path):
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Template title\nbody"},
+                    {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "model = 'x'"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "page.ipynb"
+    path.write_text(json.dumps(nb))
+    personalise(path, "4.3 Average attention distance: DINO")
+    out = json.loads(path.read_text())
+    assert out["cells"][0]["source"] == "# 4.3 Average attention distance: DINO\nbody"
+    assert "remove-cell" in out["cells"][1]["metadata"]["tags"]
