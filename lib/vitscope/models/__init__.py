@@ -13,6 +13,7 @@ from .loading import (
     create_model,
     expected_path,
     load_model,
+    packaged_path,
     read_checkpoint,
     weights_origin,
 )
@@ -21,5 +22,5 @@ from .registry import MODELS, ModelCfg, Preprocess, UnknownModelError, get_cfg, 
 __all__ = [
     "CONVERTERS", "MODELS", "CheckpointError", "CheckpointMismatchError", "ConversionError", "ModelCfg",
     "Preprocess", "UnknownModelError", "WeightsUnavailableError", "create_model", "expected_path", "get_cfg",
-    "list_models", "load_model", "read_checkpoint", "weights_origin",
+    "list_models", "load_model", "packaged_path", "read_checkpoint", "weights_origin",
 ]

@@ -67,7 +67,21 @@ def weights_origin(cfg_or_name: str | ModelCfg) -> str:
     if cfg.source == "timm":
         hub_id = timm.models.get_pretrained_cfg(cfg.timm_name).hf_hub_id
         return f"https://huggingface.co/{hub_id} (timm tag {cfg.timm_name})"
+    if cfg.source == "package":
+        return f"{packaged_path(cfg)} (shipped with vitscope; rebuild with `vitscope zoo train --model {cfg.name}`)"
     return f"random init, seed {cfg.seed}"
+
+
+#: Where ``source="package"`` weights live: the mini-zoo shipped inside the package.
+PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "zoo" / "weights"
+
+
+def packaged_path(cfg_or_name: str | ModelCfg) -> Path:
+    """The shipped weights file of a ``source="package"`` entry."""
+    cfg = get_cfg(cfg_or_name)
+    if cfg.source != "package":
+        raise ValueError(f"model {cfg.name!r} has source {cfg.source!r}; only 'package' models ship weights")
+    return PACKAGED_WEIGHTS / cfg.filename
 
 
 def expected_path(cfg_or_name: str | ModelCfg) -> Path:
@@ -85,7 +99,7 @@ def load_model(name: str | ModelCfg, weights: str | Path | None = None, device: 
     """The registry model ``name`` with its weights, in eval mode on ``device``.
 
     ``weights=None`` uses the entry's source (timm hub, official URL cached under torch hub's checkpoints dir,
-    or seeded random init); ``weights=PATH`` loads a local file (.safetensors or torch pickle) through the
+    a file shipped with vitscope, or seeded random init); ``weights=PATH`` loads a local file (.safetensors or torch pickle) through the
     entry's converter. Raises ``WeightsUnavailableError`` (cannot fetch), ``FileNotFoundError`` (no such file),
     ``CheckpointError`` (unreadable file) or ``CheckpointMismatchError`` (keys/shapes differ).
     """
@@ -96,6 +110,8 @@ def load_model(name: str | ModelCfg, weights: str | Path | None = None, device: 
         model = _load_from_timm_hub(cfg, arch_overrides)
     elif cfg.source == "url":
         model = _load_from_file(cfg, _fetch_release(cfg), arch_overrides)
+    elif cfg.source == "package":
+        model = _load_from_file(cfg, packaged_path(cfg), arch_overrides)
     else:
         model = create_model(cfg, **arch_overrides)
     return model.to(device).eval()

@@ -5,7 +5,9 @@
 
 * ``source="timm"``: a timm hub tag (``f"{arch}.{timm_tag}"``), fetched by timm;
 * ``source="url"``: an official release file, converted to timm names by ``converters.CONVERTERS[converter]``;
-* ``source="random"``: deterministic random init from ``seed`` (demo stand-ins until trained weights exist).
+* ``source="package"``: a safetensors file shipped inside vitscope (``vitscope/zoo/weights/<filename>``), the
+  mini-zoo trained by ``vitscope zoo train``;
+* ``source="random"``: deterministic random init from ``seed`` (the untrained baseline).
 
 The facts behind each entry (tags, strip rules, build kwargs) are in DESIGN.md §3; ``notes`` repeats the trap.
 """
@@ -24,7 +26,7 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 FAMILIES = ("supervised", "image-text", "self-distillation", "contrastive", "masked-reconstruction",
             "masked-token-prediction", "random")
 PAPERS = ("TM", "OM", "demo")
-SOURCES = ("timm", "url", "random")
+SOURCES = ("timm", "url", "package", "random")
 
 
 class UnknownModelError(KeyError):

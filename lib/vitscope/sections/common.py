@@ -33,6 +33,8 @@ def model_identity(name: str, weights=None) -> dict:
     ident = {"name": name, "arch": cfg.arch, "arch_kwargs": dict(cfg.arch_kwargs), "converter": cfg.converter}
     if weights is not None:
         ident["weights"] = "sha256:" + file_digest(Path(weights))
+    elif cfg.source == "package":
+        ident["weights"] = "sha256:" + file_digest(models.packaged_path(cfg))
     elif cfg.source == "random":
         ident["weights"] = f"random:seed={cfg.seed}"
     elif cfg.source == "timm":
