@@ -54,3 +54,12 @@ def test_personalise_sets_the_title_and_hides_parameters(tmp_path):
     out = json.loads(path.read_text())
     assert out["cells"][0]["source"] == "# 4.3 Average attention distance: DINO\nbody"
     assert "remove-cell" in out["cells"][1]["metadata"]["tags"]
+
+
+def test_cli_lists_every_registry_model(capsys):
+    from vitscope.cli import main
+    from vitscope.models import MODELS
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in MODELS)

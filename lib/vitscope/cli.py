@@ -1,4 +1,4 @@
-"""The ``vitscope`` command: ``vitscope models``, ``vitscope profiles``, ``vitscope book --profile demo``."""
+"""The ``vitscope`` command: ``models``, ``profiles``, ``book --profile demo``, ``zoo train --all``."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,8 @@ def _models(args) -> int:
     print(f"{'name':<{width}}  {'papers':<7} {'family':<24} {'weights':<58} licence")
     for name in names:
         c = MODELS[name]
-        src = {"timm": f"timm:{c.arch}.{c.timm_tag}", "url": c.url or "", "random": f"random init, seed {c.seed}"}
+        src = {"timm": f"timm:{c.arch}.{c.timm_tag}", "url": c.url or "", "package": f"shipped: {c.filename}",
+               "random": f"random init, seed {c.seed}"}
         print(f"{name:<{width}}  {'+'.join(c.papers):<7} {c.family:<24} {src[c.source]:<58} {c.license}")
     return 0
 
@@ -36,6 +37,12 @@ def _book(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["zoo", "train"]:      # the zoo trainer owns its own options
+        from .zoo.train import main as zoo_train
+
+        return zoo_train(argv[2:])
+
     parser = argparse.ArgumentParser(prog="vitscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list the model registry")
@@ -43,6 +50,8 @@ def main(argv=None) -> int:
     p.set_defaults(func=_models)
     p = sub.add_parser("profiles", help="list the run profiles")
     p.set_defaults(func=_profiles)
+    p = sub.add_parser("zoo", help="train the mini-zoo: `vitscope zoo train --all` (see `vitscope zoo train -h`)")
+    p.set_defaults(func=lambda _args: parser.error("use `vitscope zoo train ...` (see `vitscope zoo train -h`)"))
     p = sub.add_parser("book", help="execute the notebooks of a profile and build the website")
     p.add_argument("--profile", default="demo", help="profile name in profiles/ (default: demo)")
     p.add_argument("--no-execute", action="store_true", help="only rebuild the HTML from executed notebooks")
