@@ -109,21 +109,66 @@ def solarize(x: Tensor, gen: torch.Generator, p: float = 0.2, threshold: float =
     return torch.where(on & (x >= threshold), 1 - x, x)
 
 
+def background_swap(x: Tensor, masks: Tensor | None, gen: torch.Generator, p: float) -> Tensor:
+    """With probability ``p`` per sample, replace the background (mask 0) by another sample of the batch (a
+    random derangement), objects of that sample included. The synthetic stand-in for saliency-based background
+    augmentation (BG_Swap, Ryali et al. 2021): each view draws its own partner, so two views of one scene share
+    the object but not the background. x: [B, 3, H, W]; masks: [B, H, W] (None or p=0: no-op)."""
+    B = x.shape[0]
+    if masks is None or p <= 0 or B < 2:
+        return x
+    partner = (torch.arange(B) + torch.randint(1, B, (B,), generator=gen)) % B      # never the sample itself
+    on = _coin(B, p, gen).view(-1, 1, 1, 1).to(x.device)
+    background = (masks == 0).unsqueeze(1).to(x.device)
+    return torch.where(on & background, x[partner.to(x.device)], x)
+
+
+def object_frame(x: Tensor, masks: Tensor, gen: torch.Generator, out_size: int, context=(1.3, 2.5)) -> Tensor:
+    """Re-frame each scene around its object: a square of side ``context`` x the object's bounding-box side
+    (uniform per sample), centred on the box, resized to ``out_size`` (reflection outside the image). Zoo SSL
+    training uses it so the object, not the background photo, fills most of each view. [B,3,H,W] -> [B,3,o,o]."""
+    B, _, H, W = x.shape
+    obj = (masks > 0).cpu()
+    rows, cols = obj.any(2), obj.any(1)                                  # [B, H], [B, W]
+    idx_h, idx_w = torch.arange(H).float(), torch.arange(W).float()
+    big = torch.tensor(1e9)
+    top = torch.where(rows, idx_h, big).amin(1)
+    bottom = torch.where(rows, idx_h, -big).amax(1) + 1
+    left = torch.where(cols, idx_w, big).amin(1)
+    right = torch.where(cols, idx_w, -big).amax(1) + 1
+    empty = ~rows.any(1)                                                  # no object: keep the whole frame
+    top, left = torch.where(empty, 0.0, top), torch.where(empty, 0.0, left)
+    bottom, right = torch.where(empty, float(H), bottom), torch.where(empty, float(W), right)
+    side = torch.maximum(bottom - top, right - left) * _uniform(B, *context, gen)
+    cy, cx = (top + bottom) / H - 1, (left + right) / W - 1                # centre in [-1, 1]
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = (side / W).clamp(max=1.0), cx
+    theta[:, 1, 1], theta[:, 1, 2] = (side / H).clamp(max=1.0), cy
+    grid = F.affine_grid(theta.to(x), [B, 3, out_size, out_size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 def ssl_view(x: Tensor, gen: torch.Generator, out_size: int, scale, blur_p: float = 0.5,
-             solarize_p: float = 0.0) -> Tensor:
-    """One BYOL/DINO/MoCo-v3-style view: crop+flip, colour jitter (p=0.8), grayscale (p=0.2), blur, solarize."""
-    v = random_resized_crop(x, out_size, gen, scale=scale)
-    v = color_jitter(v, gen)
+             solarize_p: float = 0.0, masks: Tensor | None = None, bg_swap_p: float = 0.0,
+             hue: float = 0.1, object_centric: bool = False) -> Tensor:
+    """One BYOL/DINO/MoCo-v3-style view: (background swap, object framing,) crop+flip, colour jitter (p=0.8),
+    grayscale (p=0.2), blur, solarize."""
+    v = background_swap(x, masks, gen, bg_swap_p)
+    if object_centric and masks is not None:
+        v = object_frame(v, masks, gen, x.shape[-1])
+    v = random_resized_crop(v, out_size, gen, scale=scale)
+    v = color_jitter(v, gen, hue=hue)
     v = random_grayscale(v, gen)
     v = gaussian_blur(v, gen, p=blur_p)
     return solarize(v, gen, p=solarize_p)
 
 
 def multi_crop(x: Tensor, gen: torch.Generator, n_local: int = 4, global_size: int = 64, local_size: int = 32,
-               global_scale=(0.4, 1.0), local_scale=(0.1, 0.4)) -> list[Tensor]:
+               global_scale=(0.4, 1.0), local_scale=(0.1, 0.4), **view_kw) -> list[Tensor]:
     """DINO multi-crop: 2 global views (blur p=1.0 and p=0.1 + solarize p=0.2, as DINO's DataAugmentationDINO)
-    then ``n_local`` local views (blur p=0.5). Returns a list of [B, 3, s, s] tensors, globals first."""
-    views = [ssl_view(x, gen, global_size, global_scale, blur_p=1.0),
-             ssl_view(x, gen, global_size, global_scale, blur_p=0.1, solarize_p=0.2)]
-    views += [ssl_view(x, gen, local_size, local_scale, blur_p=0.5) for _ in range(n_local)]
+    then ``n_local`` local views (blur p=0.5); ``view_kw`` go to every :func:`ssl_view`. Returns a list of
+    [B, 3, s, s] tensors, globals first."""
+    views = [ssl_view(x, gen, global_size, global_scale, blur_p=1.0, **view_kw),
+             ssl_view(x, gen, global_size, global_scale, blur_p=0.1, solarize_p=0.2, **view_kw)]
+    views += [ssl_view(x, gen, local_size, local_scale, blur_p=0.5, **view_kw) for _ in range(n_local)]
     return views

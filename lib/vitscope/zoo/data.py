@@ -46,12 +46,14 @@ COLOUR_NAMES = {"red": (200, 40, 40), "green": (50, 160, 60), "blue": (40, 60, 2
 @dataclass
 class SceneSet:
     """Rendered scenes: ``images`` uint8 [N, 3, S, S]; ``labels`` int64 [N]; ``attrs`` int64 [N, 6] holding
-    (shape, pattern, body colour, part colour, background, texture) codes (see ``ATTR_VOCABS``)."""
+    (shape, pattern, body colour, part colour, background, texture) codes (see ``ATTR_VOCABS``); ``masks`` uint8
+    [N, S, S] (0 background, 1 object body, 2 part; nearest-neighbour resized)."""
 
     images: Tensor
     labels: Tensor
     attrs: Tensor
     meta: dict
+    masks: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -73,14 +75,15 @@ def spec_attrs(spec: syn.SceneSpec) -> list[int]:
             colour_name(spec.part_rgb), BACKGROUNDS.index(spec.background), TEXTURES.index(spec.texture)]
 
 
-def render_one(label: int, index: int, seed: int, size: int, render_size: int) -> tuple[np.ndarray, list[int]]:
-    """Render scene (seed, label, index): uint8 [3, size, size] and its attribute codes."""
+def render_one(label: int, index: int, seed: int, size: int, render_size: int):
+    """Render scene (seed, label, index): uint8 image [3, size, size], its attribute codes and uint8 mask."""
     rng = syn.scene_rng(seed, label, index)
     spec = syn.sample_scene(label, rng)
-    image, _ = syn.render_scene(spec, render_size, rng)
+    image, mask = syn.render_scene(spec, render_size, rng)
     if render_size != size:
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-    return np.ascontiguousarray(image.transpose(2, 0, 1)), spec_attrs(spec)
+        mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+    return np.ascontiguousarray(image.transpose(2, 0, 1)), spec_attrs(spec), mask
 
 
 def default_cache_dir() -> Path:
@@ -107,18 +110,21 @@ def render_set(per_class: int, seed: int, *, size: int = IMAGE_SIZE, render_size
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "data" / f"{key}.safetensors"
     if path.is_file():
         t = load_file(str(path))
-        return SceneSet(t["images"], t["labels"], t["attrs"], meta)
+        if "masks" in t:   # files written before masks were stored are rendered again
+            return SceneSet(t["images"], t["labels"], t["attrs"], meta, t["masks"])
     n = per_class * num_classes
     images = np.empty((n, 3, size, size), dtype=np.uint8)
     attrs = np.empty((n, len(ATTR_NAMES)), dtype=np.int64)
+    masks = np.empty((n, size, size), dtype=np.uint8)
     labels = np.repeat(np.arange(num_classes), per_class)
     jobs = [(label, i) for label in range(num_classes) for i in range(per_class)]
     for j, (label, i) in enumerate(tqdm(jobs, desc=f"render seed={seed}", disable=not progress, unit="img")):
-        images[j], attrs[j] = render_one(label, i, seed, size, render_size)
-    out = SceneSet(torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(attrs), meta)
+        images[j], attrs[j], masks[j] = render_one(label, i, seed, size, render_size)
+    out = SceneSet(torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(attrs), meta,
+                   torch.from_numpy(masks))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({"images": out.images, "labels": out.labels, "attrs": out.attrs}, str(tmp),
+    save_file({"images": out.images, "labels": out.labels, "attrs": out.attrs, "masks": out.masks}, str(tmp),
               metadata={"meta": json.dumps(meta)})
     tmp.replace(path)   # atomic: a killed render never leaves a half-written cache entry
     return out

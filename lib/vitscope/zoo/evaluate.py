@@ -61,13 +61,16 @@ def eval_splits(protocol: dict, cache_dir=None, progress: bool = False):
 
 
 def evaluate_backbone(backbone: nn.Module, protocol: dict | None = None, cache_dir=None, device="cpu",
-                      splits=None) -> dict:
-    """``{"knn_top1", "linear_probe_top1"}`` (fractions in [0, 1]) of ``backbone`` under ``protocol``."""
+                      splits=None, knn_only: bool = False) -> dict:
+    """``{"knn_top1", "linear_probe_top1"}`` (fractions in [0, 1]) of ``backbone`` under ``protocol``
+    (``knn_only``: skip the probe)."""
     protocol = protocol or EVAL_PROTOCOL
     ref, test = splits or eval_splits(protocol, cache_dir)
     f_ref, f_test = extract_cls(backbone, ref.images, device=device), extract_cls(backbone, test.images, device=device)
     knn = knn_accuracy(f_ref, ref.labels, f_test, test.labels, num_classes=protocol["num_classes"],
                        **protocol["knn"])
+    if knn_only:
+        return {"knn_top1": knn}
     p = protocol["probe"]
     probe = linear_probe(f_ref, ref.labels, f_test, test.labels, epochs=p["epochs"], lr=p["lr"],
                          weight_decay=p["weight_decay"], batch_size=p["batch_size"], seed=p["seed"],

@@ -33,17 +33,26 @@ SEED = 0
 TRAIN_PER_CLASS = 200                 # 50 classes x 200 = 10,000 training scenes
 LOSS_EVERY = 10                       # the card's loss curve: mean loss of each window of 10 steps
 CKPT_MINUTES = 3.0
-#: Per-objective budgets, chosen from measured step times on 2 CPU cores (see the README of the zoo weights):
-#: about 10 minutes each, so ``--all`` fits in 90 minutes with ~20 % slack for a busy machine.
+#: Per-objective budgets: about 6-9 minutes each on 2 idle CPU cores (2 threads), so ``--all`` takes ~45 min idle
+#: and stays under 90 min with other jobs on the machine. Seconds per step at these batch sizes, 2 threads, idle
+#: 2-core AMD EPYC: supervised 0.95, clip 0.93, dino 1.6, mocov3 0.84, mae 0.28, beit 0.64; with other jobs
+#: sharing the cores x2-3. Set OMP_WAIT_POLICY=PASSIVE before torch loads: spinning OpenMP threads make sharing
+#: the cores far worse (x5 measured).
 BUDGETS = {
-    "supervised": dict(steps=600, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
+    "supervised": dict(steps=500, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
     "clip": dict(steps=500, batch_size=128, lr=5e-4, weight_decay=0.05, betas=(0.9, 0.98)),
-    "dino": dict(steps=350, batch_size=64, lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999)),
-    "mocov3": dict(steps=450, batch_size=64, lr=5e-4, weight_decay=0.1, betas=(0.9, 0.999)),
-    "mae": dict(steps=1200, batch_size=128, lr=1.5e-3, weight_decay=0.05, betas=(0.9, 0.95)),
-    "beit": dict(steps=600, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
+    "dino": dict(steps=360, batch_size=64, lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999)),
+    "mocov3": dict(steps=600, batch_size=64, lr=5e-4, weight_decay=0.1, betas=(0.9, 0.999)),
+    "mae": dict(steps=1500, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95)),
+    "beit": dict(steps=750, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
 }
+#: ``--all`` trains the self-supervised objectives first: they are the ones most likely to need a second look.
+TRAIN_ORDER = ("dino", "mocov3", "mae", "beit", "clip", "supervised")
 COMMON = dict(warmup_frac=0.1, min_lr_frac=0.01, clip_grad=3.0)
+#: Progress monitor: every ``MONITOR_EVERY`` steps, k-NN on a small split (not the card's protocol) is logged
+#: and kept in the card as ``knn_curve``; it only reads the model, so it does not change the run.
+MONITOR_EVERY = 100
+MONITOR_PROTOCOL = {**EVAL_PROTOCOL, "ref_per_class": 20, "heldout_per_class": 10}
 QUICK = dict(steps=3, batch_size=8, train_per_class=2)
 
 
@@ -129,7 +138,7 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
     decay, no_decay = _param_groups(obj)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": budget["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}], lr=budget["lr"], betas=budget["betas"])
-    start, losses, elapsed = 0, [], 0.0
+    start, losses, elapsed, knn_curve = 0, [], 0.0, []
     if ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
         if ck["config"] == json.loads(json.dumps(config)):
@@ -137,6 +146,7 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
             opt.load_state_dict(ck["optimizer"])
             torch.random.set_rng_state(ck["torch_rng"])
             start, losses, elapsed = ck["step"], ck["losses"], ck["elapsed"]
+            knn_curve = ck.get("knn_curve", [])
             print(f"[zoo] {name}: resuming from {ckpt_path} at step {start}")
         else:
             print(f"[zoo] {name}: checkpoint {ckpt_path} has another configuration; starting afresh")
@@ -146,18 +156,21 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"step": step, "objective": obj.state_dict(), "optimizer": opt.state_dict(), "losses": losses,
                     "elapsed": elapsed + time.time() - t0, "torch_rng": torch.random.get_rng_state(),
+                    "knn_curve": knn_curve,
                     "config": json.loads(json.dumps(config))}, tmp)
         tmp.replace(ckpt_path)   # atomic: an interrupted save keeps the previous checkpoint
 
     total, t0, last_save = budget["steps"], time.time(), time.time()
-    bar = tqdm(range(start, total), initial=start, total=total, desc=f"zoo {name}", disable=not progress)
+    bar = tqdm(range(start, total), initial=start, total=total, desc=f"zoo {name}", disable=not progress,
+               mininterval=2.0)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, budget["lr"], budget["warmup_frac"], budget["min_lr_frac"])
         idx = batch_indices(step, budget["batch_size"], len(train), seed)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)   # all of this step's augmentation randomness
         images = train.images[idx].to(dev).float() / 255
-        loss = obj.loss(images, train.labels[idx].to(dev), train.attrs[idx].to(dev), gen, step / total)
+        loss = obj.loss(images, train.labels[idx].to(dev), train.attrs[idx].to(dev), gen, step / total,
+                        masks=train.masks[idx].to(dev))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"zoo {name}: loss is {loss.item()} at step {step}; lower the learning rate")
         opt.zero_grad(set_to_none=True)
@@ -167,6 +180,9 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
         obj.after_step((step + 1) / total)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+        if not quick and (step + 1) % MONITOR_EVERY == 0:
+            knn_curve.append([step + 1, _monitor(obj, dev, cache_dir)])
+            print(f"[zoo] {name}: step {step + 1} monitor k-NN {knn_curve[-1][1]:.3f}", flush=True)
         if stop_after is not None and step + 1 >= stop_after:
             save_ckpt(step + 1)
             return None
@@ -175,10 +191,18 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
             last_save = time.time()
     wall = elapsed + time.time() - t0
     save_ckpt(total)
-    return _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed)
+    return _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed, knn_curve)
 
 
-def _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed) -> dict:
+def _monitor(obj, dev, cache_dir) -> float:
+    """k-NN top-1 of the current backbone on ``MONITOR_PROTOCOL`` (train mode restored afterwards)."""
+    was_training = obj.backbone.training
+    acc = evaluate_backbone(obj.backbone, MONITOR_PROTOCOL, cache_dir, dev, knn_only=True)["knn_top1"]
+    obj.backbone.train(was_training)
+    return acc
+
+
+def _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed, knn_curve=()) -> dict:
     """Write the fp16 backbone, evaluate it (as shipped) and the random init, write the card."""
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / f"zoo-{name}.safetensors"
@@ -207,6 +231,7 @@ def _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, see
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "final_loss": sum(losses[-LOSS_EVERY:]) / max(1, len(losses[-LOSS_EVERY:])),
         "loss_curve": {"every": LOSS_EVERY, "values": curve},
+        "knn_curve": {"protocol": "ref 20/class, held-out 10/class, k=20, T=0.07", "values": list(knn_curve)},
         "eval": {"protocol": protocol, "trained": trained, "random_init": random_init},
         "weights": weights_path.name,
     }
@@ -236,7 +261,7 @@ def main(argv=None) -> int:
     out = args.out
     if out is None and args.quick:   # never overwrite the shipped weights with a smoke run
         out = (Path(args.cache) if args.cache else default_cache_dir() / "quick") / "weights"
-    names = list(OBJECTIVES) if args.all else [args.model.removeprefix("zoo-")]
+    names = list(TRAIN_ORDER) if args.all else [args.model.removeprefix("zoo-")]
     for name in names:
         train_model(name, out_dir=out, cache_dir=args.cache, device=args.device, steps=args.steps, quick=args.quick,
                     force=args.force, progress=not args.no_progress)

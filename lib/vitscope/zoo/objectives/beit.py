@@ -109,7 +109,7 @@ class BEiT(Objective):
         f = token_features(images01)
         return torch.cdist(f, self.codebook.expand(f.shape[0], -1, -1)).argmin(-1)
 
-    def loss(self, images, labels, attrs, gen, progress):
+    def loss(self, images, labels, attrs, gen, progress, masks=None):
         x = augment.random_resized_crop(images, images.shape[-1], gen, scale=CROP_SCALE)
         codes = self.tokenize(x)
         tok = self.backbone.patch_embed.proj(normalize(x))

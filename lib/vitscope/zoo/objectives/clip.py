@@ -110,7 +110,7 @@ class CLIP(Objective):
         self.text_proj = nn.Linear(TEXT_DIM, JOINT_DIM, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / INIT_TEMPERATURE)))
 
-    def loss(self, images, labels, attrs, gen, progress):
+    def loss(self, images, labels, attrs, gen, progress, masks=None):
         x = augment.random_resized_crop(images, images.shape[-1], gen, scale=CROP_SCALE)
         img = F.normalize(self.image_proj(cls_token(self.backbone, normalize(x))), dim=-1)
         ids = tokenize(sample_captions(attrs.cpu(), gen)).to(images.device)

@@ -116,6 +116,13 @@ def cosine_to_one(base: float, progress: float) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * min(max(progress, 0.0), 1.0)) + 1) / 2
 
 
+def ramped_view_kw(progress: float, bg_swap_p: float, hue: float, hue_start: float, ramp: float) -> dict:
+    """Curriculum for the joint-embedding views: background-swap probability 0 -> ``bg_swap_p`` and hue range
+    ``hue_start`` -> ``hue`` linearly over the first ``ramp`` fraction of training (kwargs of ``augment.ssl_view``)."""
+    r = min(1.0, progress / ramp) if ramp > 0 else 1.0
+    return dict(bg_swap_p=bg_swap_p * r, hue=hue_start + (hue - hue_start) * r)
+
+
 class Objective(nn.Module):
     """A training objective around a zoo backbone.
 
@@ -134,9 +141,10 @@ class Objective(nn.Module):
         self.data_meta = data_meta or {}
 
     def loss(self, images: Tensor, labels: Tensor, attrs: Tensor, gen: torch.Generator,
-             progress: float) -> Tensor:
+             progress: float, masks: Tensor | None = None) -> Tensor:
         """Scalar loss for a batch: ``images`` float [B, 3, 64, 64] in [0, 1] (not yet normalised), ``labels``
-        [B], ``attrs`` [B, 6] (see ``zoo.data.ATTR_NAMES``); ``progress`` = step / total steps in [0, 1]."""
+        [B], ``attrs`` [B, 6] (see ``zoo.data.ATTR_NAMES``), ``masks`` [B, 64, 64] object masks (only the
+        background augmentation of the joint-embedding objectives reads them); ``progress`` = step / total steps."""
         raise NotImplementedError
 
     def prepare(self, train_set, cache_dir) -> None:

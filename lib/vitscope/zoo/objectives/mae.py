@@ -50,7 +50,7 @@ class MAE(Objective):
         self.decoder_pred = nn.Linear(DECODER_DIM, PATCH * PATCH * 3)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def loss(self, images, labels, attrs, gen, progress):
+    def loss(self, images, labels, attrs, gen, progress, masks=None):
         x = augment.random_resized_crop(images, images.shape[-1], gen, scale=CROP_SCALE)
         tokens = embed(self.backbone, normalize(x))                          # [B, L, D]
         B, L, D = tokens.shape

@@ -26,7 +26,7 @@ class Supervised(Objective):
         super().__init__(backbone, data_meta)
         self.head = nn.Linear(EMBED_DIM, (data_meta or {}).get("num_classes", NUM_CLASSES))
 
-    def loss(self, images, labels, attrs, gen, progress):
+    def loss(self, images, labels, attrs, gen, progress, masks=None):
         x = augment.random_resized_crop(images, images.shape[-1], gen, scale=CROP_SCALE)
         x = augment.color_jitter(x, gen, p=JITTER_P)
         logits = self.head(cls_token(self.backbone, normalize(x)))
