@@ -39,6 +39,10 @@ def _book(args) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:2] == ["zoo", "train"]:      # the zoo trainer owns its own options
+        # Spinning OpenMP threads slow training ~5x when anything else shares the 2 cores; must precede torch.
+        import os
+
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from .zoo.train import main as zoo_train
 
         return zoo_train(argv[2:])
