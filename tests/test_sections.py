@@ -63,3 +63,8 @@ def test_cli_lists_every_registry_model(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in MODELS)
+
+
+def test_unknown_profile_suggests_the_closest():
+    with pytest.raises(FileNotFoundError, match="Did you mean 'demo'"):
+        load_profile("dmeo")

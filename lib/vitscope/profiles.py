@@ -1,13 +1,13 @@
 """Profiles (``profiles/*.yml``): which models, datasets and sizes a run uses. Data, not code paths."""
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .hints import did_you_mean
 from .data import ImageFolderSubset, eval_transform, load_manifest, write_imagefolder_twin
 
 
@@ -81,9 +81,8 @@ def load_profile(name_or_path) -> Profile:
         path = profile_dir() / f"{name_or_path}.yml"
     if not path.is_file():
         known = available_profiles()
-        close = difflib.get_close_matches(str(name_or_path), known, n=1)
         raise FileNotFoundError(f"No profile {str(name_or_path)!r} ({path}). Known: {', '.join(known)}."
-                                + (f" Did you mean {close[0]!r}?" if close else ""))
+                                + did_you_mean(name_or_path, known))
     raw = yaml.safe_load(path.read_text())
     if "models" not in raw:
         raise ValueError(f"Profile {path} lists no models.")

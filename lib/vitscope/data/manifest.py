@@ -5,11 +5,12 @@ the subset a notebook analyses is the one written down, for real data and for it
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ..hints import did_you_mean
 
 #: Where manifests live in a source checkout (``<repo>/data_manifests``).
 MANIFEST_DIR = Path(__file__).resolve().parents[3] / "data_manifests"
@@ -58,8 +59,7 @@ def load_manifest(name_or_path: str | Path, directory: Path = MANIFEST_DIR) -> M
         path = Path(directory) / f"{name_or_path}.yml"
     if not path.is_file():
         known = available_manifests(directory)
-        close = difflib.get_close_matches(str(name_or_path), known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name_or_path, known)
         raise FileNotFoundError(f"No dataset manifest {str(name_or_path)!r} (looked for {path}). "
                                 f"Known manifests: {', '.join(known) or 'none'}.{hint}")
     raw = yaml.safe_load(path.read_text())

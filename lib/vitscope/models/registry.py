@@ -13,8 +13,9 @@ The facts behind each entry (tags, strip rules, build kwargs) are in DESIGN.md Â
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
+
+from ..hints import did_you_mean
 
 # Normalisation constants (same values as timm.data.constants; written out so the table reads on its own).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -201,7 +202,6 @@ def get_cfg(name: str | ModelCfg) -> ModelCfg:
     try:
         return MODELS[name]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), MODELS, n=1, cutoff=0.0)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, MODELS, cutoff=0.0)
         raise UnknownModelError(
             f"unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}") from None
