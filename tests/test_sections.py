@@ -68,3 +68,15 @@ def test_cli_lists_every_registry_model(capsys):
 def test_unknown_profile_suggests_the_closest():
     with pytest.raises(FileNotFoundError, match="Did you mean 'demo'"):
         load_profile("dmeo")
+
+
+def test_resolve_device():
+    import torch
+
+    from vitscope.devices import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")

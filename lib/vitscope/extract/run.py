@@ -50,7 +50,7 @@ def extract(model, model_id: dict, dataset, products: dict[str, Product], *, tra
     Args:
         model: a timm ViT in eval mode (moved to ``device`` here).
         model_id: identity of the model and its weights for the cache key, e.g.
-            ``{"name": "dino", "weights": "<sha256>"}`` (see :func:`vitscope.models.weights_identity`).
+            ``{"name": "dino", "weights": "<sha256>"}`` (see :func:`vitscope.sections.common.model_identity`).
         dataset: an :class:`~vitscope.data.ImageFolderSubset` with the model's eval transform.
         transform_id: what describes that transform in the cache key (:func:`vitscope.data.transform_key`).
         products: ``{label: Product}``; all missing ones are computed in ONE forward pass.

@@ -7,7 +7,8 @@ from ..data import transform_key
 from ..extract import AttentionDistance, FeatureStore, extract, vit_geometry
 from ..kernels.attention import uniform_attention_distance
 from ..profiles import Profile
-from .common import load_for_analysis, resolve_device
+from ..devices import resolve_device
+from .common import load_for_analysis
 
 VARIANTS = {"unit_square": "teaching-matters (unit square, CLS removed, renormalised)",
             "pixels": "pixels (Raghu et al.; CLS removed, not renormalised)"}

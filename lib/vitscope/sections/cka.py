@@ -10,7 +10,8 @@ from ..data import transform_key
 from ..extract import FeatureStore, GramMatrices, extract, layer_labels, stack_batches
 from ..kernels import cka as cka_k
 from ..profiles import Profile
-from .common import load_for_analysis, resolve_device
+from ..devices import resolve_device
+from .common import load_for_analysis
 
 
 def model_grams(model: str, profile: Profile, *, weights=None, device=None, store=None, progress=True):

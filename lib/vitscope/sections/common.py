@@ -1,22 +1,11 @@
-"""Shared steps of the section pipelines: loading a model with its cache identity, choosing a device."""
+"""Shared steps of the section pipelines: loading a model with its cache identity."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from .. import models
-
-
-def resolve_device(device: str | None) -> str:
-    """``"auto"``/``None`` -> CUDA when available else CPU; an explicit CUDA request without CUDA is an error."""
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} was requested but torch sees no CUDA device; use device='cpu'.")
-    return str(device)
 
 
 def file_digest(path, chunk: int = 1 << 20) -> str:

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..devices import resolve_device
 from . import MODEL_NAMES, weights_dir
 from .data import TRAIN_SEED, default_cache_dir, render_set
 from .evaluate import EVAL_PROTOCOL, QUICK_PROTOCOL, eval_splits, evaluate_backbone, load_backbone
@@ -94,12 +95,6 @@ def _config(name: str, budget: dict, data_meta: dict, seed: int, quick: bool) ->
             "hparams": OBJECTIVES[name].HPARAMS}
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu", steps: int | None = None,
                 quick: bool = False, force: bool = False, seed: int = SEED, progress: bool = True,
                 ckpt_minutes: float = CKPT_MINUTES, stop_after: int | None = None) -> dict | None:
@@ -120,7 +115,7 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
         return json.loads(card_path.read_text())
     if force and ckpt_path.is_file():
         ckpt_path.unlink()
-    dev = _resolve_device(device)
+    dev = torch.device(resolve_device(device))
     budget = {**BUDGETS[name], **COMMON}
     per_class = TRAIN_PER_CLASS
     if quick:
