@@ -141,8 +141,11 @@ def test_quick_cli_writes_strict_loadable_weights_and_card(tmp_path):
     card = json.loads((out / "zoo-supervised.json").read_text())
     assert CARD_FIELDS <= set(card)
     assert card["steps"] == 3 and len(card["loss_curve"]["values"]) == 1
+    assert card["eval"]["readout"] == "cls"
     for key in ("trained", "random_init"):
-        assert set(card["eval"][key]) == {"knn_top1", "linear_probe_top1"}
+        assert set(card["eval"][key]) == {"cls", "gap"}
+        for readout in ("cls", "gap"):
+            assert set(card["eval"][key][readout]) == {"knn_top1", "linear_probe_top1"}
     assert card["eval"]["protocol"]["knn"] == {"k": 20, "temperature": 0.07}
     sd = load_file(str(out / "zoo-supervised.safetensors"))
     assert all(v.dtype == torch.float16 for v in sd.values())
@@ -151,7 +154,7 @@ def test_quick_cli_writes_strict_loadable_weights_and_card(tmp_path):
     assert isinstance(load_backbone(out / "zoo-supervised.safetensors"), torch.nn.Module)
     # the card's k-NN number is reproducible from the shipped file
     assert knn_accuracy_for_weights(out / "zoo-supervised.safetensors", cache_dir=cache) == \
-        card["eval"]["trained"]["knn_top1"]
+        card["eval"]["trained"]["cls"]["knn_top1"]
     # an existing card means "done": a second call skips training
     again = train_model("supervised", out_dir=out, cache_dir=cache, quick=True, progress=False)
     assert again == card

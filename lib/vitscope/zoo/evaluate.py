@@ -1,11 +1,14 @@
-"""Held-out evaluation of zoo backbones: DINO weighted k-NN and the OM 2.2 linear probe on CLS features.
+"""Held-out evaluation of zoo backbones: DINO weighted k-NN and the OM 2.2 linear probe, on two readouts.
 
 The protocol (``EVAL_PROTOCOL``) is recorded verbatim in every model card, so
 :func:`knn_accuracy_for_weights` can rebuild the same data and reproduce the card's number from the shipped file:
 reference split = the first ``ref_per_class`` training scenes of each class (``TRAIN_SEED``; the labelled set the
 neighbours come from, as ImageNet-train is DINO's), test split = ``heldout_per_class`` scenes per class from
-``HELDOUT_SEED`` (never trained on). Feature = CLS token of the backbone's final normed output
-(``backbone.forward_features(x)[:, 0]``, the timm path the book's extraction uses).
+``HELDOUT_SEED`` (never trained on).
+
+Readouts (``READOUTS``), both from the backbone's final normed tokens (``forward_features``, the timm path the
+book's extraction uses): ``"cls"`` the CLS token, ``"gap"`` the mean of the patch tokens. A card's headline
+numbers use its objective's ``readout`` (CLS for the joint-embedding and supervised models, GAP for MAE/BEiT).
 """
 from __future__ import annotations
 
@@ -21,10 +24,12 @@ from ..kernels.probes import linear_probe
 from .data import HELDOUT_SEED, IMAGE_SIZE, NUM_CLASSES, RENDER_SIZE, TRAIN_SEED, render_set, to_model_input
 from .objectives.common import BACKBONE_ARCH, BACKBONE_KWARGS
 
+READOUTS = {"cls": "CLS token of the final normed output (forward_features(x)[:, 0])",
+            "gap": "mean of the patch tokens of the final normed output (forward_features(x)[:, 1:].mean(1))"}
 EVAL_PROTOCOL = dict(
     ref_seed=TRAIN_SEED, ref_per_class=60, heldout_seed=HELDOUT_SEED, heldout_per_class=20,
     size=IMAGE_SIZE, render_size=RENDER_SIZE, num_classes=NUM_CLASSES,
-    feature="CLS token of the final normed output (forward_features(x)[:, 0])", normalisation="mean=std=0.5",
+    readouts=READOUTS, normalisation="mean=std=0.5",
     knn=dict(k=20, temperature=0.07),
     probe=dict(head="BatchNorm1d(affine=False, eps=1e-6) + Linear", optimizer="AdamW, cosine", epochs=100,
                lr=1e-3, weight_decay=0.0, batch_size=256, seed=0),
@@ -44,12 +49,15 @@ def load_backbone(path: str | Path, device="cpu") -> nn.Module:
 
 
 @torch.no_grad()
-def extract_cls(backbone: nn.Module, images_u8: Tensor, batch_size: int = 250, device="cpu") -> Tensor:
-    """CLS features [N, D] (float32, CPU) of uint8 images [N, 3, H, W] through ``forward_features``."""
+def extract_readouts(backbone: nn.Module, images_u8: Tensor, batch_size: int = 250, device="cpu") -> dict:
+    """``{"cls": [N, D], "gap": [N, D]}`` (float32, CPU) of uint8 images [N, 3, H, W] through ``forward_features``."""
     backbone = backbone.to(device).eval()
-    out = [backbone.forward_features(to_model_input(images_u8[i:i + batch_size], device))[:, 0].float().cpu()
-           for i in range(0, len(images_u8), batch_size)]
-    return torch.cat(out)
+    cls, gap = [], []
+    for i in range(0, len(images_u8), batch_size):
+        tokens = backbone.forward_features(to_model_input(images_u8[i:i + batch_size], device)).float()
+        cls.append(tokens[:, 0].cpu())
+        gap.append(tokens[:, 1:].mean(1).cpu())
+    return {"cls": torch.cat(cls), "gap": torch.cat(gap)}
 
 
 def eval_splits(protocol: dict, cache_dir=None, progress: bool = False):
@@ -61,45 +69,50 @@ def eval_splits(protocol: dict, cache_dir=None, progress: bool = False):
 
 
 def evaluate_backbone(backbone: nn.Module, protocol: dict | None = None, cache_dir=None, device="cpu",
-                      splits=None, knn_only: bool = False) -> dict:
-    """``{"knn_top1", "linear_probe_top1"}`` (fractions in [0, 1]) of ``backbone`` under ``protocol``
-    (``knn_only``: skip the probe)."""
+                      splits=None, knn_only: bool = False, readouts=tuple(READOUTS)) -> dict:
+    """``{readout: {"knn_top1", "linear_probe_top1"}}`` (fractions in [0, 1]) of ``backbone`` under ``protocol``
+    for each of ``readouts`` (``knn_only``: skip the probe)."""
     protocol = protocol or EVAL_PROTOCOL
     ref, test = splits or eval_splits(protocol, cache_dir)
-    f_ref, f_test = extract_cls(backbone, ref.images, device=device), extract_cls(backbone, test.images, device=device)
-    knn = knn_accuracy(f_ref, ref.labels, f_test, test.labels, num_classes=protocol["num_classes"],
-                       **protocol["knn"])
-    if knn_only:
-        return {"knn_top1": knn}
-    p = protocol["probe"]
-    probe = linear_probe(f_ref, ref.labels, f_test, test.labels, epochs=p["epochs"], lr=p["lr"],
-                         weight_decay=p["weight_decay"], batch_size=p["batch_size"], seed=p["seed"],
-                         num_classes=protocol["num_classes"])
-    return {"knn_top1": knn, "linear_probe_top1": probe}
+    f_ref, f_test = extract_readouts(backbone, ref.images, device=device), extract_readouts(backbone, test.images,
+                                                                                           device=device)
+    out = {}
+    for r in readouts:
+        out[r] = {"knn_top1": knn_accuracy(f_ref[r], ref.labels, f_test[r], test.labels,
+                                           num_classes=protocol["num_classes"], **protocol["knn"])}
+        if not knn_only:
+            p = protocol["probe"]
+            out[r]["linear_probe_top1"] = linear_probe(
+                f_ref[r], ref.labels, f_test[r], test.labels, epochs=p["epochs"], lr=p["lr"],
+                weight_decay=p["weight_decay"], batch_size=p["batch_size"], seed=p["seed"],
+                num_classes=protocol["num_classes"])
+    return out
 
 
-def _protocol_for(path: Path, protocol: dict | None) -> dict:
-    if protocol is not None:
-        return protocol
+def _card_for(path: Path) -> dict:
     card = path.with_suffix(".json")
     if not card.is_file():
-        raise FileNotFoundError(f"no model card {card} beside {path}; pass protocol= explicitly")
-    return json.loads(card.read_text())["eval"]["protocol"]
+        raise FileNotFoundError(f"no model card {card} beside {path}; pass protocol= and readout= explicitly")
+    return json.loads(card.read_text())
 
 
 def evaluate_weights(path: str | Path, protocol: dict | None = None, cache_dir=None, device="cpu") -> dict:
-    """Evaluate a shipped zoo file; ``protocol=None`` reads it from the model card beside the file."""
+    """Evaluate a shipped zoo file (every readout); ``protocol=None`` reads it from the model card beside it."""
     path = Path(path)
-    return evaluate_backbone(load_backbone(path, device), _protocol_for(path, protocol), cache_dir, device)
+    protocol = protocol if protocol is not None else _card_for(path)["eval"]["protocol"]
+    return evaluate_backbone(load_backbone(path, device), protocol, cache_dir, device)
 
 
-def knn_accuracy_for_weights(path: str | Path, protocol: dict | None = None, cache_dir=None, device="cpu") -> float:
-    """Held-out weighted k-NN top-1 of a shipped zoo file, recomputed exactly as its card's ``eval.trained.knn_top1``
-    (``protocol=None``: the protocol recorded in the card beside ``path``)."""
+def knn_accuracy_for_weights(path: str | Path, protocol: dict | None = None, readout: str | None = None,
+                             cache_dir=None, device="cpu") -> float:
+    """Held-out weighted k-NN top-1 of a shipped zoo file, recomputed exactly as its card's headline
+    ``eval.trained[readout].knn_top1`` (``None`` arguments: the protocol and readout recorded in the card)."""
     path = Path(path)
-    protocol = _protocol_for(path, protocol)
-    ref, test = eval_splits(protocol, cache_dir)
-    backbone = load_backbone(path, device)
-    f_ref, f_test = extract_cls(backbone, ref.images, device=device), extract_cls(backbone, test.images, device=device)
-    return knn_accuracy(f_ref, ref.labels, f_test, test.labels, num_classes=protocol["num_classes"],
-                        **protocol["knn"])
+    if protocol is None or readout is None:
+        card = _card_for(path)
+        protocol = protocol if protocol is not None else card["eval"]["protocol"]
+        readout = readout if readout is not None else card["eval"]["readout"]
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; choose from {sorted(READOUTS)}")
+    return evaluate_backbone(load_backbone(path, device), protocol, cache_dir, device, knn_only=True,
+                             readouts=(readout,))[readout]["knn_top1"]

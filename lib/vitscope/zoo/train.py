@@ -40,16 +40,18 @@ CKPT_MINUTES = 3.0
 #: sharing the cores x2-3. Set OMP_WAIT_POLICY=PASSIVE before torch loads: spinning OpenMP threads make sharing
 #: the cores far worse (x5 measured).
 BUDGETS = {
-    "supervised": dict(steps=500, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
-    "clip": dict(steps=500, batch_size=128, lr=5e-4, weight_decay=0.05, betas=(0.9, 0.98)),
-    "dino": dict(steps=360, batch_size=64, lr=5e-4, weight_decay=0.04, betas=(0.9, 0.999)),
-    "mocov3": dict(steps=600, batch_size=64, lr=5e-4, weight_decay=0.1, betas=(0.9, 0.999)),
-    "mae": dict(steps=1500, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95)),
-    "beit": dict(steps=750, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999)),
+    "supervised": dict(steps=600, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
+    "clip": dict(steps=600, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.98)),
+    "dino": dict(steps=900, batch_size=64, lr=3e-4, weight_decay=0.04, betas=(0.9, 0.999)),
+    "mocov3": dict(steps=1200, batch_size=64, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.999)),
+    "mae": dict(steps=3000, batch_size=128, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95)),
+    "beit": dict(steps=1500, batch_size=128, lr=5e-4, weight_decay=0.05, betas=(0.9, 0.999)),
 }
 #: ``--all`` trains the self-supervised objectives first: they are the ones most likely to need a second look.
 TRAIN_ORDER = ("dino", "mocov3", "mae", "beit", "clip", "supervised")
-COMMON = dict(warmup_frac=0.1, min_lr_frac=0.01, clip_grad=3.0)
+#: ``autocast``: the loss runs under bfloat16 autocast (1.6x faster per step on this machine's AVX512-BF16 CPU,
+#: measured on the supervised step; the default on GPUs too); weights, optimiser state and evaluation stay float32.
+COMMON = dict(warmup_frac=0.1, min_lr_frac=0.01, clip_grad=3.0, autocast="bfloat16")
 #: Progress monitor: every ``MONITOR_EVERY`` steps, k-NN on a small split (not the card's protocol) is logged
 #: and kept in the card as ``knn_curve``; it only reads the model, so it does not change the run.
 MONITOR_EVERY = 100
@@ -164,8 +166,10 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
         idx = batch_indices(step, budget["batch_size"], len(train), seed)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)   # all of this step's augmentation randomness
         images = train.images[idx].to(dev).float() / 255
-        loss = obj.loss(images, train.labels[idx].to(dev), train.attrs[idx].to(dev), gen, step / total,
-                        masks=train.masks[idx].to(dev))
+        with torch.autocast(dev.type, dtype=getattr(torch, budget["autocast"] or "float32"),
+                            enabled=budget["autocast"] is not None):
+            loss = obj.loss(images, train.labels[idx].to(dev), train.attrs[idx].to(dev), gen, step / total,
+                            masks=train.masks[idx].to(dev)).float()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"zoo {name}: loss is {loss.item()} at step {step}; lower the learning rate")
         opt.zero_grad(set_to_none=True)
@@ -192,7 +196,8 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
 def _monitor(obj, dev, cache_dir) -> float:
     """k-NN top-1 of the current backbone on ``MONITOR_PROTOCOL`` (train mode restored afterwards)."""
     was_training = obj.backbone.training
-    acc = evaluate_backbone(obj.backbone, MONITOR_PROTOCOL, cache_dir, dev, knn_only=True)["knn_top1"]
+    acc = evaluate_backbone(obj.backbone, MONITOR_PROTOCOL, cache_dir, dev, knn_only=True,
+                            readouts=(obj.readout,))[obj.readout]["knn_top1"]
     obj.backbone.train(was_training)
     return acc
 
@@ -219,21 +224,22 @@ def _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, see
                        * config["data"]["num_classes"]},
         "steps": budget["steps"], "batch_size": budget["batch_size"],
         "optimizer": {"name": "AdamW", **{k: budget[k] for k in ("lr", "weight_decay", "betas", "warmup_frac",
-                                                                  "min_lr_frac", "clip_grad")},
+                                                                  "min_lr_frac", "clip_grad", "autocast")},
                       "schedule": "linear warmup + cosine"},
         "seed": seed, "quick": quick, "wall_time_s": round(wall, 1), "device": str(dev),
         "host": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "final_loss": sum(losses[-LOSS_EVERY:]) / max(1, len(losses[-LOSS_EVERY:])),
         "loss_curve": {"every": LOSS_EVERY, "values": curve},
-        "knn_curve": {"protocol": "ref 20/class, held-out 10/class, k=20, T=0.07", "values": list(knn_curve)},
-        "eval": {"protocol": protocol, "trained": trained, "random_init": random_init},
+        "knn_curve": {"protocol": f"ref 20/class, held-out 10/class, k=20, T=0.07, readout {obj.readout}",
+                      "values": list(knn_curve)},
+        "eval": {"protocol": protocol, "readout": obj.readout, "trained": trained, "random_init": random_init},
         "weights": weights_path.name,
     }
     (out_dir / f"zoo-{name}.json").write_text(json.dumps(card, indent=1))
-    print(f"[zoo] {name}: k-NN {trained['knn_top1']:.3f} (random init {random_init['knn_top1']:.3f}), "
-          f"probe {trained['linear_probe_top1']:.3f} (random init {random_init['linear_probe_top1']:.3f}), "
-          f"{wall / 60:.1f} min")
+    t, r = trained[obj.readout], random_init[obj.readout]
+    print(f"[zoo] {name} ({obj.readout}): k-NN {t['knn_top1']:.3f} (random init {r['knn_top1']:.3f}), "
+          f"probe {t['linear_probe_top1']:.3f} (random init {r['linear_probe_top1']:.3f}), {wall / 60:.1f} min")
     return card
 
 

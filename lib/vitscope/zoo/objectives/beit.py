@@ -77,6 +77,7 @@ def blockwise_mask(B: int, grid: int, ratio: float, gen: torch.Generator) -> tor
 class BEiT(Objective):
     name = "beit"
     family = "masked-token-prediction"
+    readout = "gap"
     HPARAMS = dict(tokenizer=f"k-means over contrast-normalised 8x8 patches (eps {TOKEN_EPS})", n_codes=N_CODES,
                    fit_images=FIT_IMAGES, fit_iters=FIT_ITERS, fit_seed=FIT_SEED, mask_ratio=MASK_RATIO,
                    masking="block-wise", min_block=MIN_BLOCK, max_aspect=MAX_ASPECT, crop_scale=CROP_SCALE)
@@ -92,7 +93,7 @@ class BEiT(Objective):
         """Fit (or load from ``<cache_dir>/beit-codebook-<key>.safetensors``) the k-means tokenizer."""
         n = min(FIT_IMAGES, len(train_set))
         m = train_set.meta
-        key = f"beit-codebook-v1-s{m['seed']}-n{m['per_class']}-c{m['num_classes']}-{n}-{N_CODES}-{FIT_SEED}"
+        key = f"beit-codebook-v1-g{m['generator_version']}-s{m['seed']}-n{m['per_class']}-c{m['num_classes']}-{n}-{N_CODES}-{FIT_SEED}"
         path = Path(cache_dir) / f"{key}.safetensors"
         if path.is_file():
             self.codebook.copy_(load_file(str(path))["codebook"])

@@ -134,6 +134,10 @@ class Objective(nn.Module):
     name = "objective"
     family = ""
     HPARAMS: dict = {}
+    #: The feature the card's headline k-NN / probe numbers read (``zoo.evaluate.READOUTS``). The masked-image
+    #: models override it with "gap": their losses sit on patch tokens, so the CLS output is never trained as an
+    #: image summary (BEiT probes mean-pooled tokens; OM reports CLS and GAP). Every card records both readouts.
+    readout = "cls"
 
     def __init__(self, backbone: nn.Module, data_meta: dict | None = None):
         super().__init__()

@@ -35,6 +35,7 @@ def random_keep(B: int, L: int, keep: int, gen: torch.Generator):
 class MAE(Objective):
     name = "mae"
     family = "masked-reconstruction"
+    readout = "gap"
     HPARAMS = dict(mask_ratio=MASK_RATIO, crop_scale=CROP_SCALE, decoder_dim=DECODER_DIM,
                    decoder_depth=DECODER_DEPTH, decoder_heads=DECODER_HEADS, norm_pix_loss=True)
 
@@ -60,7 +61,7 @@ class MAE(Objective):
         latent = blocks(self.backbone, with_cls(self.backbone, visible))     # [B, 1+keep, D]
 
         dec = self.decoder_embed(latent)
-        full = self.mask_token.expand(B, L, -1).clone()                       # mask tokens everywhere ...
+        full = self.mask_token.to(dec.dtype).expand(B, L, -1).clone()        # mask tokens everywhere ...
         full.scatter_(1, ids_keep.unsqueeze(-1).expand(-1, -1, DECODER_DIM), dec[:, 1:])  # ... but the visible
         dec = torch.cat([dec[:, :1], full], dim=1) + self.decoder_pos
         pred = self.decoder_pred(self.decoder_norm(self.decoder(dec)))[:, 1:]   # [B, L, P*P*3]
@@ -68,5 +69,5 @@ class MAE(Objective):
         target = patchify(x)
         mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
         target = (target - mean) / (var + NORM_PIX_EPS).sqrt()
-        per_patch = ((pred - target) ** 2).mean(-1)
+        per_patch = ((pred.float() - target) ** 2).mean(-1)
         return (per_patch * mask).sum() / mask.sum()
