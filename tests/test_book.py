@@ -76,11 +76,23 @@ def test_book_has_every_page(site, project):
         page = site / "book" / "generated" / "tm_4_3_attention_distance" / f"{model}.html"
         assert page.is_file(), page
         assert f"{model}" in page.read_text()
-    for page in ("om_2_1_cka", "tm_4_3_overview", "about_models"):
+    for page in ("om_2_1_cka", "tm_4_3_overview", "about_models", "about_zoo"):
         assert (site / "book" / "generated" / f"{page}.html").is_file(), page
     assert (site / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax must ship with the site"
     toc = (project / "_toc.yml").read_text()
     assert all(m in toc for m in profile.models)
+
+
+RANDOM_WARNING = "(untrained, seeded initialisation): these numbers show the pipeline at work"
+
+
+def test_only_the_random_baseline_is_called_random(site):
+    """The demo runs on the trained mini-zoo: the random-weights warning appears on the baseline's own page only."""
+    profile = load_profile("demo")
+    random_models = [m for m in profile.models if m.startswith("random-")]
+    assert random_models and len(random_models) < len(profile.models)
+    warned = sorted(str(p.relative_to(site)) for p in site.rglob("*.html") if RANDOM_WARNING in p.read_text())
+    assert warned == [f"book/generated/tm_4_3_attention_distance/{m}.html" for m in random_models]
 
 
 class _Collector(HTMLParser):

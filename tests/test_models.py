@@ -76,7 +76,8 @@ def test_registry_entries_are_complete_and_consistent():
     assert set(list_models("TM")) == {"fs", "clip", "dino", "mae", "mocov3", "beit"}
     assert {"msn", "mae-ft", "resnet50-dino", "resnet50-mocov3", "convnextv2-fcmae", "dino", "mae", "mocov3"} \
         == set(list_models("OM"))
-    assert list_models("demo") == ["random-a", "random-b", "random-c"]
+    zoo = [f"zoo-{n}" for n in ("supervised", "clip", "dino", "mocov3", "mae", "beit")]
+    assert list_models("demo") == zoo + ["random-a", "random-b", "random-c"]
     for name, cfg in MODELS.items():
         assert cfg.name == name and cfg.display and cfg.license and cfg.notes
         assert cfg.converter in CONVERTERS, name
@@ -91,6 +92,9 @@ def test_registry_entries_are_complete_and_consistent():
             assert pre.mean == pytest.approx(timm_cfg.mean) and pre.std == pytest.approx(timm_cfg.std), name
         elif cfg.source == "url":
             assert cfg.timm_tag is None and cfg.url.startswith("https://") and cfg.filename in cfg.url
+        elif cfg.source == "package":
+            assert cfg.filename == f"{name}.safetensors" and cfg.timm_tag is None and cfg.url is None
+            assert cfg.arch_kwargs == MODELS["random-a"].arch_kwargs and cfg.preprocess == MODELS["random-a"].preprocess
         else:
             assert cfg.source == "random" and cfg.family == "random" and cfg.timm_tag is None and cfg.url is None
     assert [MODELS[f"random-{s}"].seed for s in "abc"] == [0, 1, 2]

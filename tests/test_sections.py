@@ -80,3 +80,30 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def _cka_rows(pairs: dict, depth: int = 3) -> pd.DataFrame:
+    """A CKA table with same-depth values per pair (and off-diagonal noise that must be ignored)."""
+    rows = []
+    for (a, b), values in pairs.items():
+        for i in range(1, depth + 1):
+            for j in range(1, depth + 1):
+                rows.append({"model_a": a, "model_b": b, "site_a": "block", "site_b": "block", "index_a": i,
+                             "index_b": j, "cka": values[i - 1] if i == j else 0.0, "mode": "reference"})
+    rows.append({"model_a": "zoo-dino", "model_b": "zoo-dino", "site_a": "block", "site_b": "block",
+                 "index_a": 1, "index_b": 1, "cka": 1.0, "mode": "reference"})
+    return pd.DataFrame(rows)
+
+
+def test_joint_embedding_claim_by_hand():
+    from vitscope.sections.cka import joint_embedding_claim, same_depth
+    table = _cka_rows({("zoo-mocov3", "zoo-dino"): [0.9, 0.8, 0.7], ("zoo-mocov3", "zoo-mae"): [0.6, 0.3, 0.3],
+                       ("zoo-dino", "zoo-mae"): [0.9, 0.3, 0.0], ("zoo-dino", "random-a"): [1.0, 1.0, 1.0]})
+    assert len(same_depth(table)) == 12   # the self-pair and every off-diagonal entry are left out
+    claim = joint_embedding_claim(table)
+    assert claim["joint_embedding_pairs"] == {"zoo-mocov3 vs zoo-dino": pytest.approx(0.8)}
+    assert claim["mixed_pairs"] == {"zoo-mocov3 vs zoo-mae": pytest.approx(0.4), "zoo-dino vs zoo-mae": pytest.approx(0.4)}
+    assert claim["mixed_mean"] == pytest.approx(0.4) and claim["holds"]   # random-a belongs to neither group
+    flipped = _cka_rows({("zoo-mocov3", "zoo-dino"): [0.1, 0.1, 0.1], ("zoo-dino", "zoo-mae"): [0.5, 0.5, 0.5]})
+    assert not joint_embedding_claim(flipped)["holds"]
+    assert joint_embedding_claim(_cka_rows({("zoo-dino", "zoo-mae"): [0.5, 0.5, 0.5]})) is None

@@ -110,6 +110,10 @@ _BEIT_PT_KWARGS = _kw(num_classes=0, use_abs_pos_emb=False, use_rel_pos_bias=Fal
                       init_values=0.1, global_pool="token")
 _DEMO_VIT = _kw(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6, num_classes=0)
 _DEMO_PRE = Preprocess(HALF, HALF, resize=64, crop=64)
+#: The mini-zoo (``vitscope.zoo``): (objective, display name, family, the paper model it stands in for).
+_ZOO = (("supervised", "FS", "supervised", "FS (supervised)"), ("clip", "CLIP", "image-text", "CLIP"),
+        ("dino", "DINO", "self-distillation", "DINO"), ("mocov3", "MoCo-v3", "contrastive", "MoCo-v3"),
+        ("mae", "MAE", "masked-reconstruction", "MAE"), ("beit", "BEiT", "masked-token-prediction", "BEiT"))
 
 _ENTRIES = (
     # ---------------------------------------------------------------- Teaching Matters (+ OM where shared)
@@ -177,11 +181,18 @@ _ENTRIES = (
         name="convnextv2-fcmae", display="ConvNeXt-V2 FCMAE", family="masked-reconstruction", papers=("OM",),
         arch="convnextv2_base", arch_kwargs=_kw(num_classes=0), source="timm", timm_tag="fcmae",
         license="CC-BY-NC-4.0", notes="self-supervised FCMAE pre-training only (no fine-tuning)"),
-    # ---------------------------------------------------------------- offline demo stand-ins
+    # ---------------------------------------------------------------- the mini-zoo (offline demo)
+    *(ModelCfg(
+        name=f"zoo-{objective}", display=f"Zoo {display}", family=family, papers=("demo",),
+        arch="vit_tiny_patch16_224", arch_kwargs=_DEMO_VIT, source="package", filename=f"zoo-{objective}.safetensors",
+        preprocess=_DEMO_PRE, license="MIT",
+        notes=f"{analogue} analogue trained by vitscope on synthetic scenes (`vitscope zoo train --model {objective}`;"
+              f" model card zoo-{objective}.json)")
+      for objective, display, family, analogue in _ZOO),
     *(ModelCfg(
         name=f"random-{s}", display=f"Random {s.upper()}", family="random", papers=("demo",),
         arch="vit_tiny_patch16_224", arch_kwargs=_DEMO_VIT, source="random", preprocess=_DEMO_PRE,
-        license="MIT", notes="random init placeholder until the trained mini-zoo ships", seed=seed)
+        license="MIT", notes="random-init baseline: the zoo's architecture, untrained", seed=seed)
       for seed, s in enumerate("abc")),
 )
 

@@ -54,3 +54,42 @@ def _rows(a, b, la, lb, matrix: torch.Tensor, mode: str) -> list[dict]:
              "cka": float(matrix[i, j]), "mode": mode}
             for i, (sa, ia) in enumerate(la) for j, (sb, ib) in enumerate(lb)]
 
+
+
+#: OM's grouping of the objectives it compares (Sec. 2): joint-embedding (DINO, MoCo-v3) vs reconstruction (MAE).
+JOINT_EMBEDDING = ("self-distillation", "contrastive")
+RECONSTRUCTION = ("masked-reconstruction", "masked-token-prediction")
+
+
+def same_depth(table: pd.DataFrame, site: str = "block") -> pd.DataFrame:
+    """CKA between layer ``i`` of one model and layer ``i`` of another (distinct models, one ``site``):
+    columns ``model_a, model_b, index, cka``."""
+    sel = table[(table.site_a == site) & (table.site_b == site) & (table.model_a != table.model_b)
+                & (table.index_a == table.index_b)]
+    return sel.rename(columns={"index_a": "index"})[["model_a", "model_b", "index", "cka"]].reset_index(drop=True)
+
+
+def joint_embedding_claim(table: pd.DataFrame, site: str = "block") -> dict | None:
+    """OM 2.1's claim: two joint-embedding models are more alike, layer for layer, than either is to a
+    reconstruction model.
+
+    Compares the mean same-depth CKA (over layers) of every joint-embedding pair with that of every
+    joint-embedding/reconstruction pair. Returns both means, the pairs, and whether the ordering holds; ``None``
+    when ``table`` lacks two joint-embedding models or a reconstruction model (families from the registry).
+    """
+    from ..models import get_cfg
+
+    pairs = same_depth(table, site).groupby(["model_a", "model_b"], sort=False)["cka"].mean()
+    family = {m: get_cfg(m).family for m in set(table.model_a) | set(table.model_b)}
+    within, across = {}, {}
+    for (a, b), value in pairs.items():
+        fa, fb = family[a], family[b]
+        if fa in JOINT_EMBEDDING and fb in JOINT_EMBEDDING:
+            within[f"{a} vs {b}"] = float(value)
+        elif {fa, fb} & set(JOINT_EMBEDDING) and {fa, fb} & set(RECONSTRUCTION):
+            across[f"{a} vs {b}"] = float(value)
+    if not within or not across:
+        return None
+    w, x = sum(within.values()) / len(within), sum(across.values()) / len(across)
+    return {"joint_embedding_pairs": within, "mixed_pairs": across, "joint_embedding_mean": w, "mixed_mean": x,
+            "holds": bool(w > x)}

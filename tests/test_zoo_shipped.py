@@ -1,0 +1,97 @@
+"""The shipped mini-zoo: every registered zoo model has strict-loadable weights and a card whose numbers hold.
+
+The card's held-out k-NN accuracy is recomputed from the shipped fp16 file under the protocol recorded in the card
+(3,000 reference and 1,000 held-out scenes, rendered once into a temporary cache). The tolerance covers float
+reduction-order differences between machines and thread counts (the training host is recorded in the card); on
+the training machine the number is reproduced exactly.
+"""
+import pytest
+
+from vitscope.models import MODELS, list_models, load_model
+from vitscope.zoo import MODEL_NAMES, cards, weights_dir
+from vitscope.zoo.data import NUM_CLASSES
+from vitscope.zoo.evaluate import knn_accuracy_for_weights, load_backbone
+from vitscope.zoo.objectives import BACKBONE_ARCH, BACKBONE_KWARGS
+
+KNN_TOLERANCE = 0.005          # absolute, on a fraction; = 5 of the 1,000 held-out images
+SIZE_LIMIT_MB = 40             # all shipped weights together (issue 3)
+CHANCE = 1 / NUM_CLASSES
+#: Models whose shipped card does not (yet) meet the bar, with the reason; strict xfail, so the test fails the
+#: day a retrained model does learn and this entry must go. See the issue-3 notes.
+KNOWN_NOT_LEARNING: dict[str, str] = {
+    "zoo-dino": "DINO from scratch needs far more than its 900 CPU steps: k-NN 0.044 vs 0.042 random init",
+    "zoo-beit": "BEiT-style MIM: k-NN (GAP) 0.055 vs 0.032 random init after 1500 CPU steps, under the 3-point bar",
+}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return cards.load_cards()
+
+
+def test_every_zoo_model_is_registered_and_ships(shipped):
+    assert [n for n in list_models("demo") if n.startswith("zoo-")] == MODEL_NAMES
+    total = 0
+    for name in MODEL_NAMES:
+        cfg = MODELS[name]
+        assert cfg.source == "package" and cfg.arch == BACKBONE_ARCH and dict(cfg.arch_kwargs) == BACKBONE_KWARGS
+        assert cfg.family == shipped[name]["family"]
+        path = weights_dir() / cfg.filename
+        total += path.stat().st_size
+        assert shipped[name]["weights"] == cfg.filename and not shipped[name]["quick"]
+    assert total <= SIZE_LIMIT_MB * 2 ** 20, f"zoo weights take {total / 2 ** 20:.1f} MB"
+
+
+def test_registry_load_equals_the_zoo_file(shipped):
+    import torch
+    for name in MODEL_NAMES:
+        a, b = load_model(name), load_backbone(weights_dir() / MODELS[name].filename)
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.equal(a.forward_features(x), b.forward_features(x)), name
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_NOT_LEARNING[n])) if n in KNOWN_NOT_LEARNING
+    else n for n in MODEL_NAMES])
+def test_card_shows_learning(name, shipped):
+    """Held-out k-NN at least twice chance and ``LEARNED_MARGIN`` above the model's own random init."""
+    card = shipped[name]
+    r = card["eval"]["readout"]
+    trained, random_init = card["eval"]["trained"][r], card["eval"]["random_init"][r]
+    assert card["loss_curve"]["values"][-1] < card["loss_curve"]["values"][0], name
+    assert trained["knn_top1"] >= 2 * CHANCE, (name, trained)
+    assert trained["knn_top1"] - random_init["knn_top1"] >= cards.LEARNED_MARGIN, (name, trained, random_init)
+    assert cards.learned(card) and name not in cards.not_learned(MODEL_NAMES)
+
+
+def test_shipped_weights_reproduce_their_card_knn(shipped, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("zoo_eval_cache")
+    table = cards.recheck(shipped, cache_dir=cache)
+    assert (table["|diff|"] <= KNN_TOLERANCE).all(), table
+    # an independent path: the same number straight from evaluate, with the readout named explicitly
+    name = MODEL_NAMES[0]
+    card = shipped[name]
+    direct = knn_accuracy_for_weights(weights_dir() / card["weights"], readout=card["eval"]["readout"], cache_dir=cache)
+    assert direct == pytest.approx(table.loc[name, "recomputed k-NN"])
+
+
+def test_missing_card_names_the_fix(tmp_path):
+    with pytest.raises(cards.MissingCardError, match="vitscope zoo train --model zoo-dino"):
+        cards.load_cards(["dino"], directory=tmp_path)
+
+
+def test_cards_match_the_code_that_retrains_them(shipped):
+    """`vitscope zoo train --model X --force` must rebuild what ships: same objective constants and budget."""
+    import json
+
+    from vitscope.zoo.objectives import OBJECTIVES
+    from vitscope.zoo.train import BUDGETS, COMMON
+    for name, card in shipped.items():
+        objective = card["objective"]
+        assert card["objective_hparams"] == json.loads(json.dumps(OBJECTIVES[objective].HPARAMS)), name
+        budget = {**BUDGETS[objective], **COMMON}
+        assert (card["steps"], card["batch_size"]) == (budget["steps"], budget["batch_size"]), name
+        for key in ("lr", "weight_decay", "warmup_frac", "min_lr_frac", "clip_grad", "autocast"):
+            assert card["optimizer"][key] == budget[key], (name, key)
+        assert card["eval"]["readout"] == OBJECTIVES[objective].readout, name
