@@ -12,7 +12,7 @@ Options for our scenes (``OBJECT_CENTRIC``, ``BG_SWAP_P``, ``HUE``, ``RAMP``), a
 OFF in the shipped model. DINO has not learned within its CPU budget in any variant tried (held-out k-NN on
 generator v2, random init 0.042): the shipped plain recipe, 900 steps at lr 1e-4, 0.044 (at lr 3e-4 the monitor
 looked the same); the options plus a sharper teacher (``TEACHER_TEMP`` 0.02, the DINO authors' advice against
-uniform collapse), monitor k-NN 0.038-0.044 through step 700. The loss dips in warm-up, rises towards ln K and then
+uniform collapse), monitor k-NN 0.030-0.044 through step 800. The loss dips in warm-up, rises towards ln K and then
 falls only slowly: self-distillation from scratch needs far more steps than a CPU hour gives (see the model card).
 """
 from __future__ import annotations
