@@ -115,3 +115,14 @@ def recheck(cards: dict[str, dict], directory: str | Path | None = None, cache_d
         card_value = c["eval"]["trained"][c["eval"]["readout"]]["knn_top1"]
         rows.append({"model": name, "card k-NN": card_value, "recomputed k-NN": now, "|diff|": abs(now - card_value)})
     return pd.DataFrame(rows).set_index("model")
+
+
+def parameter_counts() -> dict[str, int]:
+    """Parameters of the zoo backbone and of the papers' ViT-B/16 backbone (both without a classifier head)."""
+    import timm
+
+    from .objectives import create_backbone
+
+    papers = timm.create_model("vit_base_patch16_224", num_classes=0, pretrained=False)
+    return {"zoo": sum(p.numel() for p in create_backbone().parameters()),
+            "vit_b16": sum(p.numel() for p in papers.parameters())}
