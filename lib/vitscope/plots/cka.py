@@ -51,17 +51,18 @@ SITE_NAMES = {"block": "block output", "norm1": "LayerNorm (pre-attention)", "qk
               "fc1": "MLP fc1", "norm2": "LayerNorm (pre-MLP)"}
 
 
-def cka_by_layer_type(table, ax=None):
-    """Same-depth CKA between two different models, one line per layer type and model pair (OM Fig. 1b)."""
+def cka_by_layer_type(same_depth, ax=None):
+    """Same-depth CKA between two different models, one line per layer type and model pair (OM Fig. 1b).
+
+    ``same_depth``: the table of ``vitscope.sections.cka.same_depth(table, site=None)``
+    (``model_a, model_b, site, index, cka``)."""
     import seaborn as sns
 
-    sel = table[(table.model_a != table.model_b) & (table.site_a == table.site_b)
-                & (table.index_a == table.index_b)].copy()
-    sel["layer type"] = sel.site_a.map(lambda s: SITE_NAMES.get(s, s))
-    sel["pair"] = sel.model_a + " vs " + sel.model_b
+    sel = same_depth.assign(**{"layer type": same_depth.site.map(lambda s: SITE_NAMES.get(s, s)),
+                               "pair": same_depth.model_a + " vs " + same_depth.model_b})
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 3.6))
-    sns.lineplot(data=sel, x="index_a", y="cka", hue="layer type", style="pair", marker="o", ax=ax)
+    sns.lineplot(data=sel, x="index", y="cka", hue="layer type", style="pair", marker="o", ax=ax)
     ax.set(xlabel="block", ylabel="CKA (same block of both models)", ylim=(0, 1.02))
     ax.legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
     ax.grid(alpha=0.3)

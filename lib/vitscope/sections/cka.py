@@ -61,12 +61,14 @@ JOINT_EMBEDDING = ("self-distillation", "contrastive")
 RECONSTRUCTION = ("masked-reconstruction", "masked-token-prediction")
 
 
-def same_depth(table: pd.DataFrame, site: str = "block") -> pd.DataFrame:
-    """CKA between layer ``i`` of one model and layer ``i`` of another (distinct models, one ``site``):
-    columns ``model_a, model_b, index, cka``."""
-    sel = table[(table.site_a == site) & (table.site_b == site) & (table.model_a != table.model_b)
-                & (table.index_a == table.index_b)]
-    return sel.rename(columns={"index_a": "index"})[["model_a", "model_b", "index", "cka"]].reset_index(drop=True)
+def same_depth(table: pd.DataFrame, site: str | None = "block") -> pd.DataFrame:
+    """CKA between layer ``i`` of one model and the same layer type at depth ``i`` of another (distinct models):
+    columns ``model_a, model_b, site, index, cka``, for one ``site`` or, with ``site=None``, every site."""
+    sel = table[(table.site_a == table.site_b) & (table.model_a != table.model_b) & (table.index_a == table.index_b)]
+    if site is not None:
+        sel = sel[sel.site_a == site]
+    return (sel.rename(columns={"site_a": "site", "index_a": "index"})[["model_a", "model_b", "site", "index", "cka"]]
+            .reset_index(drop=True))
 
 
 def joint_embedding_claim(table: pd.DataFrame, site: str = "block") -> dict | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import MODEL_NAMES, weights_dir
-from .evaluate import knn_accuracy_for_weights
+from .evaluate import eval_splits, knn_accuracy_for_weights
 
 
 #: A zoo model "learned" when its headline held-out k-NN beats its random init's by at least this much (a fraction:
@@ -106,13 +106,18 @@ def recheck(cards: dict[str, dict], directory: str | Path | None = None, cache_d
 
     Returns a table with the card's value, the recomputed one and their absolute difference (fractions)."""
     directory = Path(directory) if directory is not None else weights_dir()
-    rows = []
+    rows, protocols, splits = [], [], []   # cards usually share one protocol: render / load its scenes once
     for name, c in cards.items():
         path = directory / c["weights"]
         if not path.is_file():
             raise MissingCardError(f"{name}: weights {path} are missing; retrain with `vitscope zoo train --model {name}`")
-        now = knn_accuracy_for_weights(path, cache_dir=cache_dir, device=device)
-        card_value = c["eval"]["trained"][c["eval"]["readout"]]["knn_top1"]
+        protocol, readout = c["eval"]["protocol"], c["eval"]["readout"]
+        if protocol not in protocols:
+            protocols.append(protocol)
+            splits.append(eval_splits(protocol, cache_dir))
+        now = knn_accuracy_for_weights(path, protocol, readout, device=device,
+                                       splits=splits[protocols.index(protocol)])
+        card_value = c["eval"]["trained"][readout]["knn_top1"]
         rows.append({"model": name, "card k-NN": card_value, "recomputed k-NN": now, "|diff|": abs(now - card_value)})
     return pd.DataFrame(rows).set_index("model")
 

@@ -96,17 +96,11 @@ def _card_for(path: Path) -> dict:
     return json.loads(card.read_text())
 
 
-def evaluate_weights(path: str | Path, protocol: dict | None = None, cache_dir=None, device="cpu") -> dict:
-    """Evaluate a shipped zoo file (every readout); ``protocol=None`` reads it from the model card beside it."""
-    path = Path(path)
-    protocol = protocol if protocol is not None else _card_for(path)["eval"]["protocol"]
-    return evaluate_backbone(load_backbone(path, device), protocol, cache_dir, device)
-
-
 def knn_accuracy_for_weights(path: str | Path, protocol: dict | None = None, readout: str | None = None,
-                             cache_dir=None, device="cpu") -> float:
+                             cache_dir=None, device="cpu", splits=None) -> float:
     """Held-out weighted k-NN top-1 of a shipped zoo file, recomputed exactly as its card's headline
-    ``eval.trained[readout].knn_top1`` (``None`` arguments: the protocol and readout recorded in the card)."""
+    ``eval.trained[readout].knn_top1`` (``None`` arguments: the protocol and readout recorded in the card;
+    ``splits``: the protocol's (reference, held-out) sets if already loaded)."""
     path = Path(path)
     if protocol is None or readout is None:
         card = _card_for(path)
@@ -114,5 +108,5 @@ def knn_accuracy_for_weights(path: str | Path, protocol: dict | None = None, rea
         readout = readout if readout is not None else card["eval"]["readout"]
     if readout not in READOUTS:
         raise ValueError(f"unknown readout {readout!r}; choose from {sorted(READOUTS)}")
-    return evaluate_backbone(load_backbone(path, device), protocol, cache_dir, device, knn_only=True,
+    return evaluate_backbone(load_backbone(path, device), protocol, cache_dir, device, splits=splits, knn_only=True,
                              readouts=(readout,))[readout]["knn_top1"]

@@ -233,7 +233,9 @@ def _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, see
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "final_loss": sum(losses[-LOSS_EVERY:]) / max(1, len(losses[-LOSS_EVERY:])),
         "loss_curve": {"every": LOSS_EVERY, "values": curve},
-        "knn_curve": {"protocol": f"ref 20/class, held-out 10/class, k=20, T=0.07, readout {obj.readout}",
+        "knn_curve": {"protocol": f"ref {MONITOR_PROTOCOL['ref_per_class']}/class, held-out "
+                                  f"{MONITOR_PROTOCOL['heldout_per_class']}/class, k={MONITOR_PROTOCOL['knn']['k']}, "
+                                  f"T={MONITOR_PROTOCOL['knn']['temperature']}, readout {obj.readout}",
                       "values": list(knn_curve)},
         "eval": {"protocol": protocol, "readout": obj.readout, "trained": trained, "random_init": random_init},
         "weights": weights_path.name,
