@@ -76,9 +76,12 @@ def test_shipped_weights_reproduce_their_card_knn(shipped, tmp_path_factory):
     assert direct == pytest.approx(table.loc[name, "recomputed k-NN"])
 
 
-def test_missing_card_names_the_fix(tmp_path):
+def test_missing_card_names_the_fix(tmp_path, shipped):
     with pytest.raises(cards.MissingCardError, match="vitscope zoo train --model zoo-dino"):
         cards.load_cards(["dino"], directory=tmp_path)
+    # a card whose weights file is gone: the recheck names the file and the fix instead of a KeyError/IOError
+    with pytest.raises(cards.MissingCardError, match=r"zoo-dino\.safetensors are missing; retrain with"):
+        cards.recheck({"zoo-dino": shipped["zoo-dino"]}, directory=tmp_path)
 
 
 def test_cards_match_the_code_that_retrains_them(shipped):
