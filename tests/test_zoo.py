@@ -1,6 +1,7 @@
 """Tests for vitscope.zoo: data, augmentations, the six objectives, the resumable trainer and the model card."""
 import json
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -13,6 +14,7 @@ from vitscope.zoo.objectives import BACKBONE_ARCH, BACKBONE_KWARGS, OBJECTIVES, 
 from vitscope.zoo.objectives.beit import blockwise_mask, kmeans
 from vitscope.zoo.objectives.clip import VOCAB, sample_captions, tokenize
 from vitscope.zoo.objectives.common import ramped_view_kw
+from vitscope.zoo.objectives.dino import koleo, sinkhorn_knopp
 from vitscope.zoo.train import batch_indices, lr_at, main, train_model
 
 
@@ -81,6 +83,35 @@ def test_blockwise_mask_and_kmeans():
     x = torch.cat([torch.randn(50, 4) + 10, torch.randn(50, 4) - 10])
     c1, c2 = kmeans(x, 2, 5, seed=0), kmeans(x, 2, 5, seed=0)
     assert torch.equal(c1, c2) and sorted(c1[:, 0].round().tolist()) == [-10.0, 10.0]
+
+
+def test_sinkhorn_knopp_is_the_entropic_balanced_assignment():
+    """Converged, the output is diag(a) exp(S) diag(b) (log q - S additive in rows and columns) with row sums 1 and
+    column sums N/K; three iterations (DINOv2's setting) already balance a batch that a mean-centred teacher would
+    send to one prototype."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(12, 4, generator=g, dtype=torch.float64) * 3
+    q = sinkhorn_knopp(s, 500)
+    assert torch.allclose(q.sum(1), torch.ones(12, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(q.sum(0), torch.full((4,), 3.0, dtype=torch.float64), atol=1e-9)
+    resid = (q.log() - s).numpy()
+    additive = resid.mean(1, keepdims=True) + resid.mean(0, keepdims=True) - resid.mean()
+    assert abs(resid - additive).max() < 1e-9
+    same = torch.randn(1, 8, generator=g).expand(32, 8) * 10 + 0.01 * torch.randn(32, 8, generator=g)
+    q = sinkhorn_knopp(same, 3)
+    assert torch.allclose(q.sum(1), torch.ones(32), atol=1e-5)
+    assert q.sum(0).max() < 2 * 32 / 8          # softmax would put almost all 32 on one prototype
+
+
+def test_koleo_matches_a_float64_nearest_neighbour_formula():
+    x = torch.randn(10, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    xn = (x / x.norm(dim=1, keepdim=True)).numpy()
+    dist = np.sqrt(((xn[:, None] - xn[None]) ** 2).sum(-1))
+    np.fill_diagonal(dist, np.inf)
+    assert koleo(x).item() == pytest.approx(-np.log(dist.min(1) + 1e-8).mean(), rel=1e-12)
+    assert koleo(x * 7.0).item() == pytest.approx(koleo(x).item(), rel=1e-12)     # scale-free (normalised rows)
+    spread, bunched = torch.eye(4, dtype=torch.float64), torch.ones(4, 4, dtype=torch.float64) + 1e-3 * x[:4, :4]
+    assert koleo(spread) < koleo(bunched)                                           # collapse is penalised
 
 
 def test_schedules_and_batches():

@@ -19,7 +19,6 @@ CHANCE = 1 / NUM_CLASSES
 #: Models whose shipped card does not (yet) meet the bar, with the reason; strict xfail, so the test fails the
 #: day a retrained model does learn and this entry must go. See the issue-3 notes.
 KNOWN_NOT_LEARNING: dict[str, str] = {
-    "zoo-dino": "DINO from scratch needs far more than its 900 CPU steps: k-NN 0.044 vs 0.042 random init",
     "zoo-beit": "BEiT-style MIM: k-NN (GAP) 0.055 vs 0.032 random init after 1500 CPU steps, under the 3-point bar",
 }
 
