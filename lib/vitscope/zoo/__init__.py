@@ -15,7 +15,7 @@ zoo-beit           masked-token-prediction    BEiT-style code prediction (k-mean
 =================  =========================  ==============================================
 
 Weights ship as ``weights/zoo-<name>.safetensors`` (fp16 backbone state dict, strict-loadable) with a JSON model
-card beside each. Retrain with ``vitscope zoo train --all`` (:func:`vitscope.zoo.train.main`; about 85 minutes on
+card beside each. Retrain with ``vitscope zoo train --all`` (:func:`vitscope.zoo.train.main`; about 88 minutes on
 2 CPU cores). The page *The mini-zoo* of the book renders the cards; :mod:`vitscope.zoo.cards` reads them.
 """
 from __future__ import annotations

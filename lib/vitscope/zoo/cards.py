@@ -38,7 +38,8 @@ def load_cards(names=None, directory: str | Path | None = None) -> dict[str, dic
 
 
 def summary_table(cards: dict[str, dict]) -> pd.DataFrame:
-    """One row per model: objective, family, budget, wall time, final loss and the headline held-out numbers
+    """One row per model: objective, family, budget, wall time (and the CPU threads it ran on: a run sharing the
+    cores with another takes longer), final loss and the headline held-out numbers
     (trained vs random init, on the card's readout), plus k-NN on the other readout. Accuracies are fractions."""
     rows = []
     for name, c in cards.items():
@@ -47,7 +48,8 @@ def summary_table(cards: dict[str, dict]) -> pd.DataFrame:
         rows.append({
             "model": name, "objective": c["objective"], "family": c["family"],
             "steps x batch": f"{c['steps']} x {c['batch_size']}", "lr": c["optimizer"]["lr"],
-            "wall (min)": round(c["wall_time_s"] / 60, 1), "final loss": round(c["final_loss"], 3),
+            "wall (min)": round(c["wall_time_s"] / 60, 1), "threads": c["host"]["threads"],
+            "final loss": round(c["final_loss"], 3),
             "readout": r,
             "k-NN": ev["trained"][r]["knn_top1"], "k-NN random init": ev["random_init"][r]["knn_top1"],
             "probe": ev["trained"][r]["linear_probe_top1"],

@@ -78,7 +78,7 @@ def koleo(x, eps: float = 1e-8):
 
 
 class DINOHead(nn.Module):
-    """[B, D] -> [B, K] prototype logits: MLP -> L2 norm -> weight-normed linear (norm fixed to 1 if NORM_LAST_LAYER)."""
+    """[B, D] -> [B, K] prototype logits: MLP -> L2 norm -> weight-normed linear (norm 1 if NORM_LAST_LAYER)."""
 
     def __init__(self):
         super().__init__()
@@ -97,7 +97,8 @@ class DINO(Objective):
     HPARAMS = dict(n_global=2, n_local=N_LOCAL, global_size=GLOBAL_SIZE, local_size=LOCAL_SIZE,
                    global_scale=GLOBAL_SCALE, local_scale=LOCAL_SCALE, head_hidden=HIDDEN, bottleneck=BOTTLENECK,
                    prototypes=K, student_temp=STUDENT_TEMP, teacher_temp=TEACHER_TEMP,
-                   center_momentum=CENTER_MOMENTUM, centering=CENTERING, koleo_weight=KOLEO_WEIGHT, teacher_momentum=f"cosine {MOMENTUM} -> 1",
+                   center_momentum=CENTER_MOMENTUM, centering=CENTERING, koleo_weight=KOLEO_WEIGHT,
+                   teacher_momentum=f"cosine {MOMENTUM} -> 1",
                    freeze_last_layer_fraction=FREEZE_LAST, norm_last_layer=NORM_LAST_LAYER, head_bn=HEAD_BN,
                    background_swap_p=BG_SWAP_P, hue_jitter=HUE,
                    object_centric=OBJECT_CENTRIC, curriculum_ramp=RAMP, hue_start=HUE_START)
