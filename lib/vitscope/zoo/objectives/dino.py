@@ -57,8 +57,9 @@ HEAD_BN = False
 
 def sinkhorn_knopp(scores, iters: int):
     """SwAV / DINOv2 Sinkhorn-Knopp centring: scores [N, K] (logits already divided by the temperature) ->
-    soft assignments [N, K] whose rows sum to 1 and whose columns each hold about N / K of the mass, so the batch
-    is spread over the prototypes (a teacher cannot collapse to one uniform or one-hot output for all images)."""
+    soft assignments [N, K] whose rows sum to 1 and whose columns each hold about N / K of the mass: the batch is
+    spread over the prototypes, so no single prototype can take every image. It does not stop the other collapse:
+    if every image has the same scores, every row comes out uniform (the KoLeo term is there for that)."""
     q = torch.exp(scores - scores.max()).T                  # [K, N]; a global shift cancels in the normalisation
     q = q / q.sum()
     k, n = q.shape
@@ -105,6 +106,8 @@ class DINO(Objective):
 
     def __init__(self, backbone, data_meta=None):
         super().__init__(backbone, data_meta)
+        if CENTERING not in ("mean", "sinkhorn"):
+            raise ValueError(f"dino.CENTERING is {CENTERING!r}; use 'mean' (DINO) or 'sinkhorn' (DINOv2)")
         self.head = DINOHead()
         self.teacher = nn.ModuleList([frozen_copy(backbone), frozen_copy(self.head)])
         self.register_buffer("center", torch.zeros(1, K))
