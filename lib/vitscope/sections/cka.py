@@ -55,7 +55,6 @@ def _rows(a, b, la, lb, matrix: torch.Tensor, mode: str) -> list[dict]:
             for i, (sa, ia) in enumerate(la) for j, (sb, ib) in enumerate(lb)]
 
 
-
 #: OM's grouping of the objectives it compares (Sec. 2): joint-embedding (DINO, MoCo-v3) vs reconstruction (MAE).
 JOINT_EMBEDDING = ("self-distillation", "contrastive")
 RECONSTRUCTION = ("masked-reconstruction", "masked-token-prediction")

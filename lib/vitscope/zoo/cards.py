@@ -86,7 +86,8 @@ def curves_table(cards: dict[str, dict], kind: str = "loss") -> pd.DataFrame:
     for name, c in cards.items():
         if kind == "loss":
             every = c["loss_curve"]["every"]
-            rows += [{"model": name, "step": (i + 1) * every, "value": v} for i, v in enumerate(c["loss_curve"]["values"])]
+            rows += [{"model": name, "step": (i + 1) * every, "value": v}
+                     for i, v in enumerate(c["loss_curve"]["values"])]
         else:
             rows += [{"model": name, "step": s, "value": v} for s, v in c["knn_curve"]["values"]]
     return pd.DataFrame(rows, columns=["model", "step", "value"])
@@ -112,7 +113,8 @@ def recheck(cards: dict[str, dict], directory: str | Path | None = None, cache_d
     for name, c in cards.items():
         path = directory / c["weights"]
         if not path.is_file():
-            raise MissingCardError(f"{name}: weights {path} are missing; retrain with `vitscope zoo train --model {name}`")
+            raise MissingCardError(f"{name}: weights {path} are missing; "
+                                   f"retrain with `vitscope zoo train --model {name}`")
         protocol, readout = c["eval"]["protocol"], c["eval"]["readout"]
         if protocol not in protocols:
             protocols.append(protocol)

@@ -150,12 +150,13 @@ class DINO(Objective):
                     continue
                 total = total + torch.sum(-t * F.log_softmax(s / STUDENT_TEMP, dim=-1), dim=-1).mean()
                 n += 1
-        self._last_teacher_mean = t_out.mean(0, keepdim=True)
+        self._last_teacher_mean = t_out.mean(0, keepdim=True) if CENTERING == "mean" else None
         if KOLEO_WEIGHT:      # DINOv2: per global view, over the batch
             total = total + n * KOLEO_WEIGHT * sum(koleo(c.float()) for c in cls_global.chunk(2))
         return total / n
 
     def after_step(self, progress):
-        with torch.no_grad():
-            self.center.mul_(CENTER_MOMENTUM).add_(self._last_teacher_mean, alpha=1 - CENTER_MOMENTUM)
+        if self._last_teacher_mean is not None:      # mean centring only; Sinkhorn needs no running state
+            with torch.no_grad():
+                self.center.mul_(CENTER_MOMENTUM).add_(self._last_teacher_mean, alpha=1 - CENTER_MOMENTUM)
         ema_update(self.teacher, nn.ModuleList([self.backbone, self.head]), cosine_to_one(MOMENTUM, progress))
