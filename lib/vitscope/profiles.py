@@ -8,13 +8,8 @@ from pathlib import Path
 import yaml
 
 from .hints import did_you_mean
+from .paths import data_root, project_root
 from .data import ImageFolderSubset, eval_transform, load_manifest, write_imagefolder_twin
-
-
-def project_root() -> Path:
-    """The repository root: ``$VITSCOPE_HOME`` if set, else the checkout this package was installed from."""
-    env = os.environ.get("VITSCOPE_HOME")
-    return Path(env) if env else Path(__file__).resolve().parents[2]
 
 
 def profile_dir() -> Path:
@@ -30,6 +25,14 @@ class Profile:
     def models(self) -> list[str]:
         return list(self.raw["models"])
 
+    def all_models(self) -> list[str]:
+        """Every model the profile names: its ``models`` and any section's own ``models`` list, in order."""
+        names = list(self.models)
+        for value in self.raw.values():
+            if isinstance(value, dict) and isinstance(value.get("models"), list):
+                names += [m for m in value["models"] if m not in names]
+        return names
+
     @property
     def device(self) -> str:
         return self.raw.get("device", "cpu")
@@ -40,13 +43,14 @@ class Profile:
         return dict(self.raw[key])
 
     def dataset_root(self, dataset: str) -> Path:
+        """The dataset's root folder; a relative ``root`` is relative to :func:`vitscope.paths.data_root`."""
         spec = self._dataset_spec(dataset)
         expanded = os.path.expandvars(str(spec["root"]))
         if "$" in expanded:
             raise EnvironmentError(f"Profile {self.name!r}: dataset {dataset!r} root {spec['root']!r} names an "
                                    "unset environment variable; export it (e.g. IMAGENET_ROOT=/data/imagenet).")
         root = Path(expanded).expanduser()
-        return root if root.is_absolute() else project_root() / root
+        return root if root.is_absolute() else data_root() / root
 
     def _dataset_spec(self, dataset: str) -> dict:
         specs = self.raw.get("datasets", {})

@@ -2,11 +2,12 @@
 
 The book never executes notebooks itself (``execute_notebooks: off``): papermill runs each notebook once per
 model (or once per profile for cross-model pages) into ``book/generated/``, and Jupyter Book only renders.
+A page is re-executed only when something it depends on changed (:mod:`vitscope.book.jobs`), so a rebuild
+with nothing changed executes nothing.
 """
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -16,20 +17,31 @@ from pathlib import Path
 import yaml
 
 from ..models import get_cfg
-from ..profiles import Profile, load_profile, project_root
+from ..paths import project_root
+from ..profiles import Profile, load_profile
+from .execute import Outcome, read_log_path, run_jobs
+from .jobs import Job, fingerprint, is_current, model_identities, read_products, write_stamp
 
 GENERATED = Path("book") / "generated"
 
 
 @dataclass(frozen=True)
 class Page:
-    """One notebook of the book: per model (one executed copy per model) or cross-model (one per profile)."""
+    """One notebook of the book: per model (one executed copy per model) or cross-model (one per profile).
+
+    ``stage`` orders execution: a page may read products cached by pages of earlier stages (the overview of a
+    section reuses its per-model pages' extractions; the claims ledger reads every section). ``depends_on``
+    says which models' weights the page depends on: ``"profile"`` (every model the profile names), ``"zoo"``
+    (the shipped mini-zoo) or ``"none"``.
+    """
 
     notebook: str        # stem in notebooks/
     part: str            # the paper it belongs to (a TOC caption)
     title: str
     per_model: bool
     sections: tuple["Page", ...] = ()   # pages nested under this one in the TOC (e.g. its per-model copies)
+    stage: int = 1
+    depends_on: str = "profile"
 
 
 PARTS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
@@ -38,19 +50,37 @@ PARTS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
 
 PAGES = (
     Page("tm_4_3_overview", "TM", "4.3 Average attention distance", per_model=False, sections=(
-        Page("tm_4_3_attention_distance", "TM", "4.3 Average attention distance", per_model=True),)),
+        Page("tm_4_3_attention_distance", "TM", "4.3 Average attention distance", per_model=True, stage=0),)),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
-    Page("about_zoo", "About", "The mini-zoo", per_model=False),
-    Page("about_models", "About", "The models", per_model=False),
+    Page("about_zoo", "About", "The mini-zoo", per_model=False, depends_on="zoo"),
+    Page("about_models", "About", "The models", per_model=False, depends_on="none"),
 )
 
+#: Hand-written pages (Markdown under book/), listed in the TOC after the executed pages of their part.
+STATIC_PAGES = {"About": ("book/about/reproducing",)}
 
-def _outputs(page: Page, profile: Profile) -> list[tuple[Path, dict, str]]:
-    """(output notebook, papermill parameters, page title) for every execution of ``page``."""
-    if page.per_model:
-        return [(GENERATED / page.notebook / f"{m}.ipynb", {"model": m, "profile": profile.name},
-                 f"{page.title}: {get_cfg(m).display}") for m in profile.models]
-    return [(GENERATED / f"{page.notebook}.ipynb", {"profile": profile.name}, page.title)]
+
+def _page_models(page: Page, profile: Profile) -> tuple[str, ...]:
+    if page.depends_on == "none":
+        return ()
+    if page.depends_on == "zoo":
+        from ..models import list_models
+
+        return tuple(list_models("demo"))
+    return tuple(profile.all_models())
+
+
+def plan(profile: Profile, pages=PAGES) -> list[Job]:
+    """Every papermill execution of ``pages`` for ``profile``, in execution order."""
+    jobs = []
+    for page in _flatten(pages):
+        if page.per_model:
+            jobs += [Job(page.notebook, GENERATED / page.notebook / f"{m}.ipynb", {"model": m, "profile": profile.name},
+                         f"{page.title}: {get_cfg(m).display}", (m,), page.stage) for m in profile.models]
+        else:
+            jobs.append(Job(page.notebook, GENERATED / f"{page.notebook}.ipynb", {"profile": profile.name},
+                            page.title, _page_models(page, profile), page.stage))
+    return sorted(jobs, key=lambda j: j.stage)
 
 
 def _flatten(pages) -> list[Page]:
@@ -74,30 +104,81 @@ def personalise(path: Path, title: str) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
-def run_matrix(profile: Profile, root: Path | None = None, pages=PAGES, log=print) -> list[Path]:
-    """Execute every page of the book for ``profile`` with papermill; returns the executed notebooks."""
-    import papermill as pm
+def _markdown_cell(text: str, tag: str) -> dict:
+    return {"cell_type": "markdown", "metadata": {"tags": [tag]}, "source": text}
 
+
+def decorate(path: Path, job: Job, profile: Profile, error: str = "") -> None:
+    """Add what every executed page carries: its own title, a box saying it failed (if it did), the reproduce
+    box (the exact papermill command, computed from the job's parameters) and the environment record."""
+    from ..environment import environment_markdown, environment_record
+    from .reproduce import reproduce_markdown
+
+    personalise(path, job.title)
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    first_md = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown")
+    head = []
+    if error:
+        head.append(_markdown_cell(
+            f"```{{error}} This page failed to execute\n`{error}`\n\nThe outputs below stop at the failing cell, "
+            "whose traceback is shown. Every other page of the book was built; `vitscope book` lists the failures "
+            "and exits non-zero.\n```\n", "vitscope-error"))
+    head.append(_markdown_cell(reproduce_markdown(job.notebook, job.params, profile.name), "vitscope-reproduce"))
+    cells[first_md + 1:first_md + 1] = head
+    cells.append(_markdown_cell(environment_markdown(environment_record(profile.name, profile.device)),
+                                "vitscope-environment"))
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def run_matrix(profile: Profile, root: Path | None = None, pages=PAGES, *, n_jobs: int = 1, executor: str = "local",
+               force: bool = False, log=print) -> list[Outcome]:
+    """Execute the pages of ``profile`` whose dependencies changed since their last successful execution.
+
+    Returns one :class:`~vitscope.book.execute.Outcome` per job (``skipped`` when up to date). A failed job
+    does not stop the others; it is never stamped, so the next build retries it.
+    """
     root = root or project_root()
-    done = []
-    for page in _flatten(pages):
-        for out, params, title in _outputs(page, profile):
-            dest = root / out
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            log(f"[vitscope book] {page.notebook} {params} -> {out}")
-            pm.execute_notebook(str(root / "notebooks" / f"{page.notebook}.ipynb"), str(dest), parameters=params,
-                                kernel_name="python3", cwd=str(dest.parent), progress_bar=False)
-            personalise(dest, title)
-            log(f"[vitscope book]   done in {time.perf_counter() - t0:.1f} s")
-            done.append(dest)
-    return done
+    jobs = plan(profile, pages)
+    identities = model_identities(sorted({m for j in jobs for m in j.models}))
+    prints = {j: fingerprint(j, root, profile, identities) for j in jobs}
+    due = [j for j in jobs if force or not is_current(j, root, prints[j])]
+    outcomes = [Outcome(j, "skipped") for j in jobs if j not in due]
+    for o in outcomes:
+        log(f"[vitscope book] up to date: {o.job.output}")
+    for o in run_jobs(root, due, n_jobs=n_jobs, executor=executor, gpu=profile.device == "cuda", log=log):
+        decorate(root / o.job.output, o.job, profile, o.error)
+        if o.status == "executed":
+            write_stamp(o.job, prints[o.job], read_products(read_log_path(root, o.job)))
+        outcomes.append(o)
+    _remove_stale(root, jobs)
+    return outcomes
+
+
+def _remove_stale(root: Path, jobs: list[Job]) -> None:
+    """Delete executed notebooks no job produces any more (a model dropped from the profile, a renamed page)."""
+    keep = {root / j.output for j in jobs}
+    for path in (root / GENERATED).rglob("*.ipynb"):
+        if path not in keep and ".ipynb_checkpoints" not in path.parts:
+            path.unlink()
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    """A plain-text table of the run: counts, time, and every failure with its error."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("executed", "skipped", "failed")}
+    seconds = sum(o.seconds for o in outcomes)
+    lines = [f"[vitscope book] {counts['executed']} executed, {counts['skipped']} up to date, "
+             f"{counts['failed']} failed; {seconds:.0f} s of notebook execution"]
+    for o in outcomes:
+        if o.status == "failed":
+            lines.append(f"  FAILED  {o.job.output}  {o.error}")
+    return "\n".join(lines)
 
 
 def toc(profile: Profile, pages=PAGES) -> dict:
     """The Jupyter Book table of contents for ``profile`` (a ``jb-book`` dict)."""
     def entries(page):
-        files = [str(out.with_suffix("")) for out, _, _ in _outputs(page, profile)]
+        files = [str(j.output.with_suffix("")) for j in plan(profile, (Page(**{**page.__dict__, "sections": ()}),))]
         children = [e for child in page.sections for e in entries(child)]
         if children and len(files) == 1:
             return [{"file": files[0], "sections": children}]
@@ -106,8 +187,7 @@ def toc(profile: Profile, pages=PAGES) -> dict:
     parts = []
     for key, caption in PARTS.items():
         chapters = [e for page in pages if page.part == key for e in entries(page)]
-        if key == "About":
-            chapters.append({"file": "book/about/reproducing"})
+        chapters += [{"file": f} for f in STATIC_PAGES.get(key, ())]
         parts.append({"caption": caption, "chapters": chapters})
     return {"format": "jb-book", "root": "book/intro", "parts": parts}
 
@@ -130,12 +210,35 @@ def build_html(root: Path | None = None, strict: bool = True) -> Path:
     return root / "_build" / "html"
 
 
-def build_book(profile_name: str = "demo", execute: bool = True, root: Path | None = None) -> Path:
-    """The whole job: papermill matrix, table of contents, HTML."""
+def build_book(profile_name: str = "demo", execute: bool = True, root: Path | None = None, *, n_jobs: int = 1,
+               executor: str = "local", force: bool = False) -> tuple[Path, list[Outcome]]:
+    """The whole job: papermill matrix (only what changed, unless ``force``), table of contents, HTML.
+
+    Returns the HTML folder and the outcome of every job; the site is built even when some jobs failed.
+    """
     root = root or project_root()
     profile = load_profile(profile_name)
+    outcomes = []
     if execute:
-        shutil.rmtree(root / GENERATED, ignore_errors=True)
-        run_matrix(profile, root)
+        t0 = time.perf_counter()
+        outcomes = run_matrix(profile, root, n_jobs=n_jobs, executor=executor, force=force)
+        print(summary(outcomes))
+        _record_timing(outcomes, "execute", time.perf_counter() - t0)
     write_toc(profile, root)
-    return build_html(root)
+    t0 = time.perf_counter()
+    html = build_html(root)
+    _record_timing([], "html", time.perf_counter() - t0)
+    return html, outcomes
+
+
+def _record_timing(outcomes: list[Outcome], stage: str, seconds: float) -> None:
+    """Append the stage's wall time (and per-page times) to ``<cache>/book/timings.jsonl`` for the benchmarks."""
+    from ..paths import cache_root
+
+    path = cache_root() / "book" / "timings.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = {"time": time.time(), "stage": stage, "seconds": round(seconds, 2),
+           "jobs": [{"output": str(o.job.output), "status": o.status, "seconds": round(o.seconds, 2)}
+                    for o in outcomes]}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -87,9 +87,9 @@ def render_one(label: int, index: int, seed: int, size: int, render_size: int):
 
 
 def default_cache_dir() -> Path:
-    """``<project root>/cache/zoo`` (``$VITSCOPE_HOME`` overrides the root)."""
-    from ..profiles import project_root
-    return project_root() / "cache" / "zoo"
+    """``<cache root>/zoo`` (:func:`vitscope.paths.cache_root`)."""
+    from ..paths import cache_root
+    return cache_root() / "zoo"
 
 
 def render_set(per_class: int, seed: int, *, size: int = IMAGE_SIZE, render_size: int = RENDER_SIZE,
