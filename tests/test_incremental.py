@@ -111,6 +111,7 @@ def test_second_build_executes_nothing_and_changed_weights_rerun_only_their_page
     assert fifth["book/generated/page_model/random-a.ipynb"] == "skipped"
 
 
+@pytest.mark.reliability("fault", "a failing notebook: the other pages build, its page shows the error, it is retried")
 def test_a_failing_page_does_not_stop_the_others_and_is_retried(project):
     nb = project / "notebooks" / "page_model.ipynb"
     nb.write_text(nb.read_text().replace("fail_on = None", "fail_on = 'random-a'"))
@@ -144,3 +145,12 @@ def test_pages_no_longer_planned_are_removed(project):
     stale.write_text("{}")
     _run()
     assert not stale.exists() and os.path.exists(project / "book/generated/page_model/random-a.ipynb")
+
+
+@pytest.mark.reliability("bad input", "a papermill parameter the notebook does not declare")
+def test_an_unknown_parameter_fails_its_page_with_the_known_ones_named(project):
+    from vitscope.book.execute import UnknownParameterError, check_parameters
+
+    with pytest.raises(UnknownParameterError, match="has no parameter 'modle'.*Did you mean 'model'"):
+        check_parameters(project / "notebooks" / "page_model.ipynb", {"modle": "random-a"})
+    check_parameters(project / "notebooks" / "page_model.ipynb", {"model": "random-a", "profile": "tiny"})

@@ -18,6 +18,7 @@ def _entry(store: FeatureStore):
     return data, data.with_suffix(".json")
 
 
+@pytest.mark.reliability("fault", "a cache sidecar whose key differs (edited, or a hash collision) is never served")
 def test_round_trip_and_key_mismatch(tmp_path):
     store = FeatureStore(tmp_path)
     store.put("m", "p", KEY, {"x": torch.arange(6.0).reshape(2, 3)})
@@ -29,6 +30,7 @@ def test_round_trip_and_key_mismatch(tmp_path):
     assert store.get("m", "p", KEY) is None
 
 
+@pytest.mark.reliability("fault", "a truncated or bit-flipped cache file is detected by its checksum and recomputed")
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_corrupted_data_file_is_a_miss_not_data(tmp_path, damage):
     store = FeatureStore(tmp_path)
@@ -44,6 +46,7 @@ def test_corrupted_data_file_is_a_miss_not_data(tmp_path, damage):
         assert store.get("m", "p", KEY) is None
 
 
+@pytest.mark.reliability("fault", "a write killed before its sidecar leaves no entry that reads as valid")
 def test_no_sidecar_no_entry(tmp_path):
     """A crash after the data file and before the sidecar leaves nothing that reads as an entry."""
     store = FeatureStore(tmp_path)
@@ -69,6 +72,7 @@ def _writer(root: str, seed: int, rounds: int) -> None:
         store.put("m", "p", KEY, {"x": torch.arange(200_000, dtype=torch.float32)})
 
 
+@pytest.mark.reliability("fault", "two processes writing one cache entry: readers never see a torn entry")
 def test_concurrent_writers_leave_a_valid_entry_and_readers_never_see_a_torn_one(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), s, 15)) for s in range(2)]
@@ -85,3 +89,4 @@ def test_concurrent_writers_leave_a_valid_entry_and_readers_never_see_a_torn_one
         assert p.exitcode == 0
     assert torch.equal(store.get("m", "p", KEY)["x"], torch.arange(200_000, dtype=torch.float32))
     assert not [f for f in os.listdir(tmp_path / "m") if f.endswith(".tmp")]
+

@@ -16,6 +16,41 @@ def profile_dir() -> Path:
     return project_root() / "profiles"
 
 
+#: What a profile may say: top-level keys, each section's keys, and a dataset entry's keys. A typo is an error
+#: naming the key and the closest known one, never a silently ignored setting. A new section registers here.
+TOP_LEVEL_KEYS = ("name", "title", "description", "device", "datasets", "models")
+SECTION_KEYS = {
+    "attention_distance": ("dataset",),
+    "cka": ("dataset", "models", "batch_size", "max_examples", "tokens", "sites", "order", "mode"),
+}
+DATASET_KEYS = ("manifest", "root", "synthetic", "per_class", "num_classes")
+
+
+class ProfileError(ValueError):
+    """A profile file that says something vitscope does not understand."""
+
+
+def _check_keys(where: str, given, known, path) -> None:
+    for key in given:
+        if key not in known:
+            raise ProfileError(f"Profile {path}: unknown key {key!r} in {where}. Known keys there: "
+                               f"{', '.join(known)}." + did_you_mean(str(key), list(known)))
+
+
+def validate(raw: dict, path) -> None:
+    """Check every key of a parsed profile against :data:`TOP_LEVEL_KEYS`, :data:`SECTION_KEYS`, :data:`DATASET_KEYS`."""
+    if not isinstance(raw, dict):
+        raise ProfileError(f"Profile {path} is not a YAML mapping.")
+    _check_keys("the top level", raw, (*TOP_LEVEL_KEYS, *SECTION_KEYS), path)
+    if "models" not in raw:
+        raise ProfileError(f"Profile {path} lists no models.")
+    for section, known in SECTION_KEYS.items():
+        if section in raw:
+            _check_keys(f"section {section!r}", raw[section] or {}, known, path)
+    for name, spec in (raw.get("datasets") or {}).items():
+        _check_keys(f"dataset {name!r}", spec or {}, DATASET_KEYS, path)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -88,6 +123,5 @@ def load_profile(name_or_path) -> Profile:
         raise FileNotFoundError(f"No profile {str(name_or_path)!r} ({path}). Known: {', '.join(known)}."
                                 + did_you_mean(name_or_path, known))
     raw = yaml.safe_load(path.read_text())
-    if "models" not in raw:
-        raise ValueError(f"Profile {path} lists no models.")
+    validate(raw, path)
     return Profile(name=raw.get("name", path.stem), raw=raw)

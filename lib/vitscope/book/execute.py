@@ -51,7 +51,9 @@ def execute_job(root: str, job: Job, read_log: str) -> tuple[str, float, str]:
     previous = os.environ.get(READ_LOG_ENV)
     os.environ[READ_LOG_ENV] = read_log
     t0 = time.perf_counter()
+    dest.unlink(missing_ok=True)     # whatever is there after this call comes from this execution
     try:
+        check_parameters(root_path / "notebooks" / f"{job.notebook}.ipynb", job.params)
         pm.execute_notebook(str(root_path / "notebooks" / f"{job.notebook}.ipynb"), str(dest),
                             parameters=job.params, kernel_name="python3", cwd=str(dest.parent), progress_bar=False)
         return "executed", time.perf_counter() - t0, ""
@@ -66,6 +68,23 @@ def execute_job(root: str, job: Job, read_log: str) -> tuple[str, float, str]:
             os.environ.pop(READ_LOG_ENV, None)
         else:
             os.environ[READ_LOG_ENV] = previous
+
+
+class UnknownParameterError(ValueError):
+    """A papermill parameter the notebook does not declare (papermill itself would only warn)."""
+
+
+def check_parameters(notebook: Path, params: dict) -> None:
+    """Refuse parameters that ``notebook``'s ``parameters`` cell does not declare, naming the known ones."""
+    import papermill as pm
+
+    from ..hints import did_you_mean
+
+    known = list(pm.inspect_notebook(str(notebook)))
+    for name in params:
+        if name not in known:
+            raise UnknownParameterError(f"{notebook.name} has no parameter {name!r}; its parameters are "
+                                        f"{', '.join(known)}." + did_you_mean(name, known))
 
 
 def _write_failure_notebook(dest: Path, job: Job, detail: str, trace: str) -> None:

@@ -1,0 +1,71 @@
+"""The Reliability page's data: which faults, bad inputs and attacks the test suite tries, and what held.
+
+The inventory comes from the suite itself: tests marked ``@pytest.mark.reliability(kind, what)`` (see
+``tests/conftest.py``). Collecting them (:func:`inventory`) lists what is tried; every test run records the
+outcomes (:func:`record_results`), which :func:`table` joins to the inventory with the run's date.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..paths import cache_root, project_root
+
+#: Set by :func:`inventory` for the collect-only run: where the conftest writes the marked tests.
+INVENTORY_ENV = "VITSCOPE_RELIABILITY_INVENTORY"
+
+
+def results_path() -> Path:
+    return cache_root() / "tests" / "reliability.json"
+
+
+def write_json(path, rows) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    tmp.replace(path)
+
+
+def record_results(rows: list[dict]) -> None:
+    """Merge this run's outcomes (``test, kind, what, outcome``) into the recorded results, stamped with the time."""
+    path = results_path()
+    old = {r["test"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
+    now = time.strftime("%Y-%m-%d %H:%M", time.localtime())
+    old.update({r["test"]: {**r, "run": now} for r in rows})
+    write_json(path, sorted(old.values(), key=lambda r: r["test"]))
+
+
+def inventory(tests_dir: Path | None = None) -> list[dict]:
+    """Every reliability test of the suite (``test, kind, what``), from a ``pytest --collect-only`` run."""
+    tests_dir = tests_dir or project_root() / "tests"
+    if not tests_dir.is_dir():
+        raise FileNotFoundError(f"No test suite at {tests_dir}: the Reliability page needs a source checkout "
+                                "(git clone the repository; VITSCOPE_HOME points at it).")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "inventory.json"
+        env = {**os.environ, INVENTORY_ENV: str(target)}
+        run = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              str(tests_dir)], env=env, capture_output=True, text=True, cwd=tests_dir.parent)
+        if not target.is_file():
+            raise RuntimeError(f"Collecting the test suite failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+        return json.loads(target.read_text())
+
+
+def table(tests_dir: Path | None = None):
+    """The inventory joined with the last recorded outcome of each test (``not run yet`` when none)."""
+    import pandas as pd
+
+    rows = pd.DataFrame(inventory(tests_dir), columns=["test", "kind", "what"])
+    path = results_path()
+    last = pd.DataFrame(json.loads(path.read_text()) if path.is_file() else [],
+                        columns=["test", "kind", "what", "outcome", "run"])
+    out = rows.merge(last[["test", "outcome", "run"]], on="test", how="left")
+    out["outcome"] = out["outcome"].fillna("not run yet")
+    out["run"] = out["run"].fillna("")
+    return out.sort_values(["kind", "test"]).reset_index(drop=True)
