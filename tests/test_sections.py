@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
-
 from vitscope.book.build import PAGES, personalise, toc
 from vitscope.profiles import load_profile
 from vitscope.sections.attention_distance import late_layer_claim, layer_summary
@@ -72,7 +72,6 @@ def test_unknown_profile_suggests_the_closest():
 
 def test_resolve_device():
     import torch
-
     from vitscope.devices import resolve_device
 
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -102,8 +101,148 @@ def test_joint_embedding_claim_by_hand():
     assert len(same_depth(table)) == 12   # the self-pair and every off-diagonal entry are left out
     claim = joint_embedding_claim(table)
     assert claim["joint_embedding_pairs"] == {"zoo-mocov3 vs zoo-dino": pytest.approx(0.8)}
-    assert claim["mixed_pairs"] == {"zoo-mocov3 vs zoo-mae": pytest.approx(0.4), "zoo-dino vs zoo-mae": pytest.approx(0.4)}
+    assert claim["mixed_pairs"] == {"zoo-mocov3 vs zoo-mae": pytest.approx(0.4),
+                                    "zoo-dino vs zoo-mae": pytest.approx(0.4)}
     assert claim["mixed_mean"] == pytest.approx(0.4) and claim["holds"]   # random-a belongs to neither group
     flipped = _cka_rows({("zoo-mocov3", "zoo-dino"): [0.1, 0.1, 0.1], ("zoo-dino", "zoo-mae"): [0.5, 0.5, 0.5]})
     assert not joint_embedding_claim(flipped)["holds"]
     assert joint_embedding_claim(_cka_rows({("zoo-dino", "zoo-mae"): [0.5, 0.5, 0.5]})) is None
+
+
+# ---------------------------------------------------------------- issue 17 mutants and the claim checks
+def test_distance_table_mean_and_spread_match_numpy():
+    import torch
+    from vitscope.sections.attention_distance import distance_table
+
+    d = torch.tensor([[[0.1, 0.5]], [[0.3, 0.2]], [[0.8, 0.2]]])          # [N=3, L=1, H=2]
+    t = distance_table("random-a", {"unit_square": d, "pixels": 10 * d}, {"unit_square": 0.6, "pixels": 6.0})
+    us = t[t.variant == "unit_square"].set_index("head")
+    ref = d.double().numpy()[:, 0]
+    assert us["distance"].to_numpy() == pytest.approx(ref.mean(0))
+    assert us["distance_std"].to_numpy() == pytest.approx(ref.std(0, ddof=1))   # sample std over images
+    assert t[t.variant == "pixels"]["distance_std"].to_numpy() == pytest.approx(10 * ref.std(0, ddof=1))
+
+
+def test_per_image_table_averages_heads():
+    import torch
+    from vitscope.sections.attention_distance import per_image_table
+
+    d = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)           # [N=2, L=3, H=2]
+    t = per_image_table("zoo-dino", {"unit_square": d, "pixels": d})
+    assert list(t.block[:3]) == [1, 2, 3] and list(t.image[:3]) == [0, 0, 0]
+    assert t.distance.to_numpy() == pytest.approx(d.double().mean(-1).reshape(-1).numpy())
+
+
+def _np_hsic1(K, L):
+    n = K.shape[0]
+    K, L = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
+    one = np.ones(n)
+    return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+
+
+def _np_minibatch_cka(X, Y, b):
+    hs = np.array([[_np_hsic1(x @ x.T, y @ y.T), _np_hsic1(x @ x.T, x @ x.T), _np_hsic1(y @ y.T, y @ y.T)]
+                   for x, y in ((X[s:s + b], Y[s:s + b]) for s in range(0, len(X), b))]).mean(0)
+    return hs[0] / np.sqrt(hs[1] * hs[2])
+
+
+def _fake_grams(feats: list[np.ndarray], b: int):
+    import torch
+
+    stacks = [torch.stack([torch.tensor(f[s:s + b] @ f[s:s + b].T) for f in feats]) for s in range(0, len(feats[0]), b)]
+    return stacks, [("block", i + 1) for i in range(len(feats))]
+
+
+def test_cka_table_rows_name_model_a_on_the_rows():
+    from vitscope.sections.cka import table_from_grams
+
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(24, 5)) for _ in range(2)]                      # model "x": 2 layers
+    y = [x[0] + 0.1 * rng.normal(size=(24, 5)), rng.normal(size=(24, 7)), x[1] @ rng.normal(size=(5, 3))]
+    t = table_from_grams({"x": _fake_grams(x, 8), "y": _fake_grams(y, 8)})
+    row = t[(t.model_a == "x") & (t.model_b == "y")].set_index(["index_a", "index_b"]).cka
+    assert len(row) == 6                                                 # 2 layers of x (rows) x 3 layers of y
+    for i in range(2):
+        for j in range(3):
+            assert row[(i + 1, j + 1)] == pytest.approx(_np_minibatch_cka(x[i], y[j], 8))
+
+
+def test_pair_kind_counts_only_joint_embedding_vs_reconstruction_as_mixed():
+    from vitscope.sections.cka import joint_embedding_claim, pair_kind
+
+    assert pair_kind("contrastive", "self-distillation") == "joint-embedding"
+    assert pair_kind("masked-reconstruction", "contrastive") == "mixed"
+    assert pair_kind("masked-reconstruction", "random") is None
+    assert pair_kind("masked-reconstruction", "masked-token-prediction") is None
+    assert pair_kind("supervised", "contrastive") is None
+    claim = joint_embedding_claim(_cka_rows({("zoo-mocov3", "zoo-dino"): [0.9] * 3, ("zoo-dino", "zoo-mae"): [0.5] * 3,
+                                             ("zoo-mae", "random-a"): [1.0] * 3, ("zoo-mae", "zoo-beit"): [1.0] * 3}))
+    assert claim["mixed_pairs"] == {"zoo-dino vs zoo-mae": pytest.approx(0.5)}
+
+
+def _terms(cka_by_pair: dict, sites=("block", "norm1", "qkv", "fc1"), depth=3, k=10, noise=0.01) -> pd.DataFrame:
+    """A batch_terms table with unit self terms, so each (pair, site) CKA is the batch mean of ``ab``."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for (a, b), per_site in cka_by_pair.items():
+        for site in sites:
+            value = per_site.get(site, per_site["block"]) if isinstance(per_site, dict) else per_site
+            for i in range(1, depth + 1):
+                for batch in range(k):
+                    rows.append({"model_a": a, "model_b": b, "site": site, "index": i, "batch": batch,
+                                 "ab": value + noise * rng.normal(), "aa": 1.0, "bb": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_joint_embedding_check_needs_to_beat_the_untrained_baseline():
+    from vitscope.claims import CANNOT_CHECK, HOLDS, INCONCLUSIVE
+    from vitscope.sections.cka import joint_embedding_check
+
+    base = {("zoo-mocov3", "zoo-dino"): 0.9, ("zoo-mocov3", "zoo-mae"): 0.5, ("zoo-dino", "zoo-mae"): 0.6}
+    good = joint_embedding_check(_terms({**base, ("zoo-mocov3", "random-a"): 0.3, ("zoo-dino", "random-a"): 0.3,
+                                         ("zoo-mae", "random-a"): 0.3}))
+    assert good[0].verdict == HOLDS and good[0].effect.estimate == pytest.approx(0.9 - 0.55, abs=0.01)
+    assert good[0].baseline.estimate == pytest.approx(0.6, abs=0.01) and good[0].effect.unit == "minibatches"
+    assert len(good) == 3                                 # pooled, then the JE pair against each mixed pair
+    # the issue's case: each JE model is as close to the untrained ViT as to the other JE model
+    explained = joint_embedding_check(_terms({**base, ("zoo-mocov3", "random-a"): 0.92,
+                                              ("zoo-dino", "random-a"): 0.9}))
+    assert explained[0].verdict == INCONCLUSIVE and "untrained" in explained[0].reason
+    # "reconstruction vs anything" is not a mixed pair: a high MAE-vs-random similarity changes nothing
+    more = joint_embedding_check(_terms({**base, ("zoo-mocov3", "random-a"): 0.3, ("zoo-dino", "random-a"): 0.3,
+                                         ("zoo-mae", "random-a"): 0.99}))
+    assert more[0].effect.estimate == pytest.approx(good[0].effect.estimate)
+    assert joint_embedding_check(_terms({("zoo-dino", "zoo-mae"): 0.5}))[0].verdict == CANNOT_CHECK
+
+
+def test_layer_type_check_compares_fc1_with_attention_and_norm_beyond_baseline():
+    from vitscope.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+    from vitscope.sections.cka import layer_type_check
+
+    paper = {"block": 0.5, "norm1": 0.3, "qkv": 0.3, "fc1": 0.8}
+    flat = {"block": 0.5, "norm1": 0.5, "qkv": 0.5, "fc1": 0.5}
+    r = layer_type_check(_terms({("zoo-mae", "zoo-mocov3"): paper, ("zoo-mocov3", "random-a"): flat}))
+    assert r[0].subject == "zoo-mocov3 vs zoo-mae" and r[0].verdict == HOLDS
+    assert r[0].effect.estimate == pytest.approx(0.5, abs=0.01)
+    assert r[0].baseline.estimate == pytest.approx(0.5, abs=0.01)
+    same = layer_type_check(_terms({("zoo-mae", "zoo-mocov3"): paper, ("zoo-mocov3", "random-a"): paper}))
+    assert same[0].verdict == INCONCLUSIVE                 # an untrained ViT shows the same layer-type pattern
+    other_way = {"block": 0.5, "norm1": 0.8, "qkv": 0.8, "fc1": 0.3}
+    assert layer_type_check(_terms({("zoo-mae", "zoo-mocov3"): other_way,
+                                    ("zoo-mocov3", "random-a"): flat}))[0].verdict == DOES_NOT_HOLD
+
+
+def test_batch_terms_reproduce_the_cka_table():
+    import torch
+    from vitscope.kernels.stats import cka_from_batch_terms
+    from vitscope.sections.cka import batch_terms, same_depth, table_from_grams
+
+    rng = np.random.default_rng(2)
+    f = {m: [rng.normal(size=(24, 6)) for _ in range(2)] for m in ("zoo-dino", "zoo-mae")}
+    grams = {m: _fake_grams(v, 8) for m, v in f.items()}
+    terms = batch_terms(grams).sort_values(["index", "batch"])
+    cka = cka_from_batch_terms(*(torch.tensor(terms[t].to_numpy().reshape(2, 3)).T for t in ("ab", "aa", "bb")))
+    ref = same_depth(table_from_grams(grams)).sort_values("index").cka.to_numpy()
+    assert cka.numpy() == pytest.approx(ref)
+    assert ref == pytest.approx([_np_minibatch_cka(f["zoo-dino"][i], f["zoo-mae"][i], 8) for i in range(2)])

@@ -52,6 +52,7 @@ PAGES = (
     Page("tm_4_3_overview", "TM", "4.3 Average attention distance", per_model=False, sections=(
         Page("tm_4_3_attention_distance", "TM", "4.3 Average attention distance", per_model=True, stage=0),)),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
+    Page("about_claims", "About", "Claims ledger", per_model=False, stage=2),
     Page("about_zoo", "About", "The mini-zoo", per_model=False, depends_on="zoo"),
     Page("about_models", "About", "The models", per_model=False, depends_on="none"),
 )

@@ -1,17 +1,42 @@
-"""Teaching Matters §4.3 — average attention distance per head, layer and model."""
+"""Teaching Matters §4.3 — average attention distance per head, layer and model.
+
+Product: :class:`vitscope.extract.AttentionDistance` (per image, block and head); kernels:
+:func:`vitscope.kernels.attention.attention_distance` and, for the claims,
+:func:`vitscope.kernels.stats.bootstrap_contrast`.
+"""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import torch
 
+from ..claims.baseline import untrained_baseline
+from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
 from ..data import transform_key
+from ..devices import resolve_device
 from ..extract import AttentionDistance, FeatureStore, extract, vit_geometry
 from ..kernels.attention import uniform_attention_distance
+from ..kernels.stats import bootstrap_contrast
 from ..profiles import Profile
-from ..devices import resolve_device
 from .common import load_for_analysis
 
 VARIANTS = {"unit_square": "teaching-matters (unit square, CLS removed, renormalised)",
             "pixels": "pixels (Raghu et al.; CLS removed, not renormalised)"}
+
+
+def _extract(model: str, profile: Profile, weights, device, store, progress: bool):
+    """The cached :class:`~vitscope.extract.AttentionDistance` product of ``model`` ({variant: [N, L, H]}) and the
+    uniform-attention reference level of its token grid per variant."""
+    device = resolve_device(device or profile.device)
+    spec = profile.section("attention_distance")
+    net, cfg, ident = load_for_analysis(model, weights, device)
+    dataset = profile.dataset(spec["dataset"], cfg.preprocess)
+    out = extract(net, ident, dataset, {"ad": AttentionDistance()}, transform_id=transform_key(cfg.preprocess),
+                  store=store or FeatureStore(), device=device, progress=progress)
+    g = vit_geometry(net)
+    uniform = {"unit_square": uniform_attention_distance(g["grid"][0]),
+               "pixels": uniform_attention_distance(g["grid"][0], "pixels", g["patch_size"])}
+    return out["ad"], uniform
 
 
 def compute(model: str, profile: Profile, *, weights=None, device=None, store=None,
@@ -23,16 +48,28 @@ def compute(model: str, profile: Profile, *, weights=None, device=None, store=No
     of a head attending uniformly to every token of this model's grid, a reference level). Blocks are
     1-based (layer 1 is the first transformer block, as in the paper's figures).
     """
-    device = resolve_device(device or profile.device)
-    spec = profile.section("attention_distance")
-    net, cfg, ident = load_for_analysis(model, weights, device)
-    dataset = profile.dataset(spec["dataset"], cfg.preprocess)
-    out = extract(net, ident, dataset, {"ad": AttentionDistance()}, transform_id=transform_key(cfg.preprocess),
-                  store=store or FeatureStore(), device=device, progress=progress)
-    g = vit_geometry(net)
-    uniform = {"unit_square": uniform_attention_distance(g["grid"][0]),
-               "pixels": uniform_attention_distance(g["grid"][0], "pixels", g["patch_size"])}
-    return distance_table(model, out["ad"], uniform)
+    result, uniform = _extract(model, profile, weights, device, store, progress)
+    return distance_table(model, result, uniform)
+
+
+def per_image(model: str, profile: Profile, *, variant: str = "unit_square", weights=None, device=None, store=None,
+              progress: bool = False) -> pd.DataFrame:
+    """Per image and block, the mean attention distance over heads (the same cached extraction as :func:`compute`).
+
+    Columns ``model, image, block, distance``; ``image`` is the dataset index, ``block`` 1-based.
+    """
+    result, _ = _extract(model, profile, weights, device, store, progress)
+    return per_image_table(model, result, variant)
+
+
+def per_image_table(model: str, result: dict, variant: str = "unit_square") -> pd.DataFrame:
+    """Reduce per-image distances ``{variant: [N, L, H]}`` to ``model, image, block, distance`` (mean over heads)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r}; choose from {tuple(VARIANTS)}")
+    d = result[variant].double().mean(-1)                                      # [N, L]
+    n, depth = d.shape
+    return pd.DataFrame({"model": model, "image": np.repeat(np.arange(n), depth),
+                         "block": np.tile(np.arange(1, depth + 1), n), "distance": d.reshape(-1).numpy()})
 
 
 def distance_table(model: str, result, uniform: dict) -> pd.DataFrame:
@@ -84,3 +121,70 @@ def late_layer_claim(summary: pd.DataFrame) -> dict | None:
     return {"global_late_models": list(a.model), "global_late_last": float(a["last"].mean()),
             "reconstruction_models": list(b.model), "reconstruction_last": float(b["last"].mean()),
             "holds": bool(a["last"].mean() > b["last"].mean())}
+
+
+CLAIM_ID = "TM-4.3c"
+
+
+def _last_block(per_image_df: pd.DataFrame, model: str) -> torch.Tensor:
+    sel = per_image_df[per_image_df.model == model]
+    last = sel[sel.block == sel.block.max()].sort_values("image")
+    return torch.tensor(last.distance.to_numpy(), dtype=torch.float64)
+
+
+def _contrast(values: dict[str, torch.Tensor], weights: dict[str, float]) -> Interval:
+    names = list(weights)
+    n = {len(values[m]) for m in names}
+    if len(n) != 1:
+        raise ValueError(f"models {names} hold different numbers of images {sorted(n)}; the paired bootstrap needs "
+                         "the same images for every model (extract them on the same profile)")
+    res = bootstrap_contrast(torch.stack([values[m] for m in names]), torch.tensor([weights[m] for m in names]),
+                             n_resamples=N_RESAMPLES, seed=SEED, confidence=CONFIDENCE)
+    return Interval.from_bootstrap(res, "images")
+
+
+def late_layer_check(per_image_df: pd.DataFrame) -> list[ClaimResult]:
+    """TM 4.3 (claim ``TM-4.3c``) judged on per-image last-block distances (a :func:`per_image_table` of several
+    models, the same images for each).
+
+    First row, the paper's ordering: mean last-block distance of the global-late group (supervised, image-text,
+    self-distillation, contrastive) minus that of the reconstruction group (expected > 0), bootstrapped over images;
+    beyond the baseline: the global-late group minus the untrained model (does the "global" end differ from an
+    untrained ViT's?). Then one row per trained model: its last block minus the untrained model's (expected > 0 for
+    the global-late group, < 0 for reconstruction), where the effect is its own baseline contrast.
+    """
+    from ..models import get_cfg
+
+    names = list(dict.fromkeys(per_image_df.model))
+    family = {m: get_cfg(m).family for m in names}
+    a = [m for m in names if family[m] in GLOBAL_LATE]
+    b = [m for m in names if family[m] in LOCAL_LATE]
+    base = untrained_baseline(names)
+    last = {m: _last_block(per_image_df, m) for m in names}
+    subject = "global-late minus reconstruction group"
+    measure = "last-block mean distance"
+    if not a or not b:
+        lacking = "explicitly or contrastively supervised" if not a else "reconstruction-based"
+        out = [cannot_check(CLAIM_ID, subject, f"the profile has no {lacking} model")]
+    else:
+        effect = _contrast(last, {**{m: 1 / len(a) for m in a}, **{m: -1 / len(b) for m in b}})
+        beyond = _contrast(last, {**{m: 1 / len(a) for m in a}, base: -1.0}) if base else None
+        out = [judge(CLAIM_ID, subject, f"{measure} ({', '.join(a)} minus {', '.join(b)})", effect, beyond, 1, base)]
+    for m in a + b:
+        if base is None:
+            out.append(cannot_check(CLAIM_ID, m, "no untrained baseline of the same architecture in this profile"))
+            continue
+        effect = _contrast(last, {m: 1.0, base: -1.0})
+        out.append(judge(CLAIM_ID, m, f"{measure} minus `{base}`'s", effect, effect, 1 if m in a else -1, base))
+    return out
+
+
+def check_claims(models: list[str] | None, profile: Profile, *, variant: str = "unit_square", weights=None,
+                 device=None, store=None, progress: bool = False) -> list[ClaimResult]:
+    """The claims of TM 4.3 on ``models`` (default: the profile's), from the cached extraction; see
+    :func:`late_layer_check`. Show them with ``vitscope.claims.show(...)``."""
+    models = list(models or profile.models)
+    weights = weights or {}
+    table = pd.concat([per_image(m, profile, variant=variant, weights=weights.get(m), device=device, store=store,
+                                 progress=progress) for m in models])
+    return late_layer_check(table)

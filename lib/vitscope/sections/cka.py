@@ -1,16 +1,25 @@
-"""Objectives Matter §2.1 — layer-wise minibatch CKA between models."""
+"""Objectives Matter §2.1 — layer-wise minibatch CKA between models.
+
+Product: :class:`vitscope.extract.GramMatrices` (per-batch Gram stacks); kernels:
+:func:`vitscope.kernels.cka.minibatch_cka_from_grams`, :func:`vitscope.kernels.cka.hsic1` (per-batch terms for the
+claims) and :func:`vitscope.kernels.stats.bootstrap_cka_contrast`.
+"""
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pandas as pd
 import torch
 
+from ..claims.baseline import untrained_baseline
+from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
 from ..data import transform_key
+from ..devices import resolve_device
 from ..extract import FeatureStore, GramMatrices, extract, layer_labels, stack_batches
 from ..kernels import cka as cka_k
+from ..kernels.stats import bootstrap_cka_contrast
 from ..profiles import Profile
-from ..devices import resolve_device
 from .common import load_for_analysis
 
 
@@ -41,6 +50,16 @@ def compute(models: list[str], profile: Profile, *, weights: dict | None = None,
     weights = weights or {}
     grams = {m: model_grams(m, profile, weights=weights.get(m), device=device, store=store, progress=progress)
              for m in models}
+    return table_from_grams(grams, mode)
+
+
+def table_from_grams(grams: dict, mode: str = "reference") -> pd.DataFrame:
+    """The tidy CKA table of :func:`compute` from ``{model: (per-batch Gram stacks, layer labels)}``.
+
+    Row ``(model_a, model_b, i, j)`` compares layer ``i`` of ``model_a`` with layer ``j`` of ``model_b``; pairs
+    follow the dict's order (``model_a`` first), self-pairs included.
+    """
+    models = list(grams)
     rows = []
     for a, b in itertools.combinations_with_replacement(models, 2):
         (ga, la), (gb, lb) = grams[a], grams[b]
@@ -58,6 +77,18 @@ def _rows(a, b, la, lb, matrix: torch.Tensor, mode: str) -> list[dict]:
 #: OM's grouping of the objectives it compares (Sec. 2): joint-embedding (DINO, MoCo-v3) vs reconstruction (MAE).
 JOINT_EMBEDDING = ("self-distillation", "contrastive")
 RECONSTRUCTION = ("masked-reconstruction", "masked-token-prediction")
+
+
+def pair_kind(family_a: str, family_b: str) -> str | None:
+    """``"joint-embedding"`` when both families are joint-embedding, ``"mixed"`` when one is joint-embedding and the
+    other reconstruction, else ``None`` (e.g. anything paired with an untrained or supervised model)."""
+    je = (family_a in JOINT_EMBEDDING) + (family_b in JOINT_EMBEDDING)
+    rec = (family_a in RECONSTRUCTION) + (family_b in RECONSTRUCTION)
+    if je == 2:
+        return "joint-embedding"
+    if je == 1 and rec == 1:
+        return "mixed"
+    return None
 
 
 def same_depth(table: pd.DataFrame, site: str | None = "block") -> pd.DataFrame:
@@ -84,13 +115,156 @@ def joint_embedding_claim(table: pd.DataFrame, site: str = "block") -> dict | No
     family = {m: get_cfg(m).family for m in set(table.model_a) | set(table.model_b)}
     within, across = {}, {}
     for (a, b), value in pairs.items():
-        fa, fb = family[a], family[b]
-        if fa in JOINT_EMBEDDING and fb in JOINT_EMBEDDING:
+        kind = pair_kind(family[a], family[b])
+        if kind == "joint-embedding":
             within[f"{a} vs {b}"] = float(value)
-        elif {fa, fb} & set(JOINT_EMBEDDING) and {fa, fb} & set(RECONSTRUCTION):
+        elif kind == "mixed":
             across[f"{a} vs {b}"] = float(value)
     if not within or not across:
         return None
     w, x = sum(within.values()) / len(within), sum(across.values()) / len(across)
     return {"joint_embedding_pairs": within, "mixed_pairs": across, "joint_embedding_mean": w, "mixed_mean": x,
             "holds": bool(w > x)}
+
+
+# ---------------------------------------------------------------- the claims, with bootstrap intervals
+JE_CLAIM, LAYER_TYPE_CLAIM = "OM-2.1a", "OM-2.1b"
+#: OM Fig. 1b's layer types: LayerNorm before attention and attention qkv (the "attention and normalisation
+#: layers") against the MLP's first fully-connected layer.
+ATTENTION_SITES, MLP_SITE = ("norm1", "qkv"), "fc1"
+
+
+def batch_terms(grams: dict) -> pd.DataFrame:
+    """Per-batch HSIC_1 terms of every same-depth layer pair of every pair of distinct models (reference estimator).
+
+    ``grams``: ``{model: (per-batch Gram stacks [S*L, b, b], layer labels)}`` as :func:`model_grams` returns;
+    every model must have the same layer labels. Returns ``model_a, model_b, site, index, batch, ab, aa, bb`` with
+    ``ab = HSIC_1(K_i, L_i)`` and the self terms ``aa``, ``bb`` of batch ``i``: eq. (2) over all batches of one
+    (pair, site, index) is ``mean(ab) / sqrt(mean(aa) mean(bb))``, i.e. the CKA table's same-depth value.
+    """
+    models = list(grams)
+    labels = grams[models[0]][1]
+    for m in models:
+        if list(grams[m][1]) != list(labels):
+            raise ValueError(f"{m!r} has layers {grams[m][1][:3]}... but {models[0]!r} has {labels[:3]}...; "
+                             "same-depth CKA needs models of the same depth and capture sites")
+    # Self terms once per model: [k, S*L] each.
+    selfs = {m: torch.stack([cka_k.hsic1(g, g) for g in grams[m][0]]) for m in models}
+    frames = []
+    for a, b in itertools.combinations(models, 2):
+        ab = torch.stack([cka_k.hsic1(ga, gb) for ga, gb in zip(grams[a][0], grams[b][0], strict=True)])
+        k, p = ab.shape
+        frames.append(pd.DataFrame({
+            "model_a": a, "model_b": b, "site": [labels[j][0] for j in range(p)] * k,
+            "index": [labels[j][1] for j in range(p)] * k, "batch": np.repeat(np.arange(k), p),
+            "ab": ab.reshape(-1).numpy(), "aa": selfs[a].reshape(-1).numpy(), "bb": selfs[b].reshape(-1).numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _pair(terms: pd.DataFrame, a: str, b: str, sites) -> pd.DataFrame:
+    sel = terms[(((terms.model_a == a) & (terms.model_b == b)) | ((terms.model_a == b) & (terms.model_b == a)))
+                & terms.site.isin(list(sites))]
+    if sel.empty:
+        raise KeyError(f"no HSIC terms for {a} vs {b} at sites {list(sites)}")
+    return sel
+
+
+def _cka_contrast(terms: pd.DataFrame, parts: list[tuple[str, str, tuple, float]]) -> Interval:
+    """Contrast ``sum(weight * mean over the pair's layers at ``sites`` of CKA)`` over ``parts`` of
+    ``(model_a, model_b, sites, weight)``, bootstrapped over minibatches (one draw shared by every pair)."""
+    cols, weights = [], []
+    for a, b, sites, w in parts:
+        sel = _pair(terms, a, b, sites)
+        wide = {t: sel.pivot_table(index="batch", columns=["site", "index"], values=t) for t in ("ab", "aa", "bb")}
+        cols.append(wide)
+        weights += [w / wide["ab"].shape[1]] * wide["ab"].shape[1]
+    ab, aa, bb = (torch.tensor(np.concatenate([c[t].to_numpy() for c in cols], axis=1)) for t in ("ab", "aa", "bb"))
+    res = bootstrap_cka_contrast(ab, aa, bb, torch.tensor(weights), n_resamples=N_RESAMPLES, seed=SEED,
+                                 confidence=CONFIDENCE)
+    return Interval.from_bootstrap(res, "minibatches")
+
+
+def _families(terms: pd.DataFrame) -> dict[str, str]:
+    from ..models import get_cfg
+
+    return {m: get_cfg(m).family for m in dict.fromkeys([*terms.model_a, *terms.model_b])}
+
+
+def joint_embedding_check(terms: pd.DataFrame, site: str = "block") -> list[ClaimResult]:
+    """OM 2.1, Fig. 1a (``OM-2.1a``) on a :func:`batch_terms` table.
+
+    Effect: mean same-depth CKA (over layers at ``site``) of the joint-embedding pairs minus that of the
+    joint-embedding/reconstruction pairs (expected > 0). Beyond the baseline: the joint-embedding pairs minus each
+    joint-embedding model vs the untrained model, i.e. the same effect with the untrained ViT in place of one of the
+    pair. First row pools the pairs; then one row per (joint-embedding pair, mixed pair).
+    """
+    family = _families(terms)
+    names = list(family)
+    pairs = list(dict.fromkeys(zip(terms.model_a, terms.model_b)))
+    je = [p for p in pairs if pair_kind(family[p[0]], family[p[1]]) == "joint-embedding"]
+    mixed = [p for p in pairs if pair_kind(family[p[0]], family[p[1]]) == "mixed"]
+    subject = "joint-embedding minus mixed pairs"
+    if not je or not mixed:
+        return [cannot_check(JE_CLAIM, subject, "the profile lacks two joint-embedding models or a reconstruction "
+                                                "model")]
+    base = untrained_baseline(names)
+    sites = (site,)
+
+    def beyond(je_pairs):
+        if base is None:
+            return None
+        members = list(dict.fromkeys(m for p in je_pairs for m in p))
+        return _cka_contrast(terms, [(a, b, sites, 1 / len(je_pairs)) for a, b in je_pairs]
+                             + [(m, base, sites, -1 / len(members)) for m in members])
+
+    measure = f"mean same-depth CKA ({site})"
+    effect = _cka_contrast(terms, [(a, b, sites, 1 / len(je)) for a, b in je]
+                           + [(a, b, sites, -1 / len(mixed)) for a, b in mixed])
+    out = [judge(JE_CLAIM, subject, measure, effect, beyond(je), 1, base)]
+    for j in je:
+        for m in mixed:
+            effect = _cka_contrast(terms, [(*j, sites, 1.0), (*m, sites, -1.0)])
+            out.append(judge(JE_CLAIM, f"{j[0]} vs {j[1]} minus {m[0]} vs {m[1]}", measure, effect, beyond([j]), 1,
+                             base))
+    return out
+
+
+def layer_type_check(terms: pd.DataFrame) -> list[ClaimResult]:
+    """OM 2.1, Fig. 1b (``OM-2.1b``) on a :func:`batch_terms` table: between a joint-embedding and a reconstruction
+    model, same-depth CKA of the MLP's fc1 minus the mean of LayerNorm-before-attention and attention qkv (expected
+    > 0: attention and normalisation differ more). Beyond the baseline: the same difference minus that of the
+    joint-embedding model vs the untrained model. One row per mixed pair, contrastive (MoCo-v3, the paper's pair)
+    first."""
+    family = _families(terms)
+    pairs = list(dict.fromkeys(zip(terms.model_a, terms.model_b)))
+    mixed = [p if family[p[0]] in JOINT_EMBEDDING else p[::-1]
+             for p in pairs if pair_kind(family[p[0]], family[p[1]]) == "mixed"]
+    mixed.sort(key=lambda p: family[p[0]] != "contrastive")
+    subject = "joint-embedding vs reconstruction"
+    if not mixed:
+        return [cannot_check(LAYER_TYPE_CLAIM, subject, "the profile lacks a joint-embedding/reconstruction pair")]
+    if not {MLP_SITE, *ATTENTION_SITES} <= set(terms.site):
+        return [cannot_check(LAYER_TYPE_CLAIM, subject, f"the profile's CKA sites lack one of {MLP_SITE}, "
+                                                        f"{', '.join(ATTENTION_SITES)}")]
+    base = untrained_baseline(list(family))
+    measure = f"same-depth CKA of {MLP_SITE} minus mean of {' and '.join(ATTENTION_SITES)}"
+    out = []
+    for je, rec in mixed:
+        parts = [(je, rec, (MLP_SITE,), 1.0), (je, rec, ATTENTION_SITES, -1.0)]
+        effect = _cka_contrast(terms, parts)
+        beyond = None if base is None else _cka_contrast(
+            terms, parts + [(je, base, (MLP_SITE,), -1.0), (je, base, ATTENTION_SITES, 1.0)])
+        out.append(judge(LAYER_TYPE_CLAIM, f"{je} vs {rec}", measure, effect, beyond, 1, base))
+    return out
+
+
+def check_claims(models: list[str] | None, profile: Profile, *, weights: dict | None = None, device=None,
+                 store=None, progress: bool = False) -> list[ClaimResult]:
+    """The claims of OM 2.1 (Fig. 1a and 1b) on ``models`` (default: the profile's ``cka.models``), from the
+    cached Gram matrices. Uses the reference estimator (OM eq. 2-3) whatever the profile's ``mode``."""
+    models = list(models or profile.section("cka").get("models") or profile.models)
+    weights = weights or {}
+    grams = {m: model_grams(m, profile, weights=weights.get(m), device=device, store=store, progress=progress)
+             for m in models}
+    terms = batch_terms(grams)
+    return joint_embedding_check(terms) + layer_type_check(terms)

@@ -1,0 +1,116 @@
+"""Claims as page content: one MyST block per page (``show``) and tidy tables for the Claims page."""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+import pandas as pd
+from IPython.display import Markdown
+
+from .catalogue import CLAIMS, PAPERS, Claim, get_claim
+from .verdict import CONFIDENCE, N_RESAMPLES, ClaimResult, Interval
+
+
+def _interval(iv: Interval | None) -> str:
+    if iv is None:
+        return "–"
+    return f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
+
+
+def results_table(results: Iterable[ClaimResult]) -> pd.DataFrame:
+    """One row per judged comparison: ``claim, subject, measure, verdict, effect, low, high, baseline_model,
+    beyond_baseline, beyond_low, beyond_high, n, unit, reason`` (numbers NaN where there is none)."""
+    nan = float("nan")
+    rows = []
+    for r in results:
+        e, b = r.effect, r.baseline
+        rows.append({"claim": r.claim, "subject": r.subject, "measure": r.measure, "verdict": r.verdict,
+                     "effect": e.estimate if e else nan, "low": e.low if e else nan, "high": e.high if e else nan,
+                     "baseline_model": r.baseline_model, "beyond_baseline": b.estimate if b else nan,
+                     "beyond_low": b.low if b else nan, "beyond_high": b.high if b else nan,
+                     "n": e.n if e else None, "unit": e.unit if e else None, "reason": r.reason})
+    return pd.DataFrame(rows)
+
+
+def _cite(claim: Claim) -> str:
+    return f"{claim.paper} §{claim.section}, {claim.figure}"
+
+
+def _claim_block(claim: Claim, results: list[ClaimResult]) -> str:
+    pct = f"{100 * CONFIDENCE:g} %"
+    base = next((r.baseline_model for r in results if r.baseline_model), None)
+    beyond = f"Beyond untrained `{base}` [{pct}]" if base else "Beyond untrained baseline"
+    lines = [f"**{claim.id}** ({_cite(claim)}): {claim.statement}", "",
+             f"| Compared | Effect [{pct} interval] | {beyond} | n | Verdict |", "|---|---|---|---|---|"]
+    for r in results:
+        n = f"{r.effect.n} {r.effect.unit}" if r.effect else "–"
+        subject = f"{r.subject}: {r.measure}" if r.measure else r.subject
+        lines.append(f"| {subject} | {_interval(r.effect)} | {_interval(r.baseline)} | {n} | "
+                     f"**{r.verdict}**: {r.reason} |")
+    return "\n".join(lines)
+
+
+RULE = ("A claim **holds** or **does not hold** only when the bootstrap interval of its effect excludes 0 *and* the "
+        "effect exceeds what an untrained ViT of the same architecture gives (the column *beyond untrained*: the "
+        "effect minus the same effect with the untrained model in place of the trained one); otherwise it is "
+        "**inconclusive**. Intervals: {pct} percentile bootstrap, {n} resamples, fixed seed. The rule and its "
+        "reasons are on the page *Claims ledger*.")
+
+
+def show(results: Iterable[ClaimResult]) -> Markdown:
+    """The claims a page checks, as MyST Markdown: per claim its statement and citation, then a table of every
+    comparison (effect with interval, the same beyond the untrained baseline, n, verdict and why).
+
+    Call it as the last line of a notebook cell, e.g. ``claims.show(attention_distance.check_claims(models, run))``.
+    """
+    results = list(results)
+    if not results:
+        return Markdown("No claim of the papers is checked on this page.")
+    by_claim: dict[str, list[ClaimResult]] = {}
+    for r in results:
+        by_claim.setdefault(r.claim, []).append(r)
+    note = RULE.format(pct=f"{100 * CONFIDENCE:g} %", n=N_RESAMPLES)
+    blocks = [f"```{{note}}\n{note}\n```"] + [_claim_block(get_claim(c), rs) for c, rs in by_claim.items()]
+    return Markdown("\n\n".join(blocks) + "\n")
+
+
+def _resolve(dotted: str):
+    module, name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def run_checks(profile, *, device=None, store=None) -> list[ClaimResult]:
+    """Run every distinct check of the catalogue on ``profile`` (each reuses the feature cache)."""
+    results = []
+    for dotted in dict.fromkeys(c.check for c in CLAIMS.values() if c.check):
+        results += _resolve(dotted)(None, profile, device=device, store=store)
+    return results
+
+
+def ledger(results: Iterable[ClaimResult] = ()) -> pd.DataFrame:
+    """Every catalogued claim with its page and its headline verdict on the profile the ``results`` came from.
+
+    Columns ``paper, section, figure, id, statement, page, verdict``. The headline is the claim's first result
+    (the group comparison; per-model rows follow it on the claim's page). A claim with no check reads
+    "no check yet", with no page "no page yet".
+    """
+    first: dict[str, ClaimResult] = {}
+    for r in results:
+        first.setdefault(r.claim, r)
+    rows = []
+    for c in CLAIMS.values():
+        verdict = first[c.id].verdict if c.id in first else ("not run" if c.check else "no check yet")
+        rows.append({"paper": c.paper, "section": c.section, "figure": c.figure, "id": c.id,
+                     "statement": c.statement, "page": c.page or "no page yet", "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def coverage(table: pd.DataFrame) -> pd.DataFrame:
+    """Counts per paper from a :func:`ledger` table: claims, with a page, with a check, and per verdict."""
+    out = table.assign(with_page=table.page != "no page yet",
+                       with_check=~table.verdict.isin(["no check yet"]))
+    counts = out.groupby("paper").agg(claims=("id", "size"), with_page=("with_page", "sum"),
+                                      with_check=("with_check", "sum"))
+    verdicts = pd.crosstab(out.paper, out.verdict)
+    return counts.join(verdicts).fillna(0).astype(int).rename(index=PAPERS)
+

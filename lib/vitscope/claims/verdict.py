@@ -1,0 +1,106 @@
+"""The verdict rule: when a paper's claim *holds*, *does not hold*, is *inconclusive* or *cannot be checked*.
+
+One rule for every claim and every page (the Claims page writes it out):
+
+1. *cannot be checked* when the profile lacks the models or data the claim compares;
+2. the claim's **effect** (a contrast the paper predicts to be positive or negative) gets a bootstrap interval
+   (over images, or over CKA minibatches; :mod:`vitscope.kernels.stats`). If the interval includes zero the
+   difference is within noise: *inconclusive*;
+3. the **baseline contrast** is the effect minus the same effect with the untrained ViT of the same architecture
+   put in place of the trained side the claim is about (e.g. "DINO vs MoCo-v3" minus "DINO vs random-a"). If it is
+   missing, within noise, or of the other sign, an untrained network already produces the effect: *inconclusive*;
+4. otherwise the effect's sign decides: the predicted sign *holds*, the opposite sign *does not hold*.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, CANNOT_CHECK = "holds", "does not hold", "inconclusive", "cannot be checked"
+VERDICTS = (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, CANNOT_CHECK)
+
+#: Bootstrap resamples per interval: enough that the 2.5 % / 97.5 % quantiles move by well under the effects'
+#: widths between seeds, and cheap on a 2-core laptop.
+N_RESAMPLES = 2000
+#: Two-sided confidence level of every interval on the pages.
+CONFIDENCE = 0.95
+#: One fixed seed, so a page's intervals are the same every time it is executed.
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its bootstrap interval over ``n`` resampling units (``unit``: "images", "minibatches")."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    unit: str
+
+    @classmethod
+    def from_bootstrap(cls, result: dict, unit: str) -> Interval:
+        """From a :mod:`vitscope.kernels.stats` result ``{"estimate", "low", "high", "n"}``."""
+        return cls(result["estimate"], result["low"], result["high"], result["n"], unit)
+
+    @property
+    def sign(self) -> int:
+        """+1 / -1 when the interval lies wholly above / below zero; 0 when it includes zero or is undefined."""
+        if self.low > 0:
+            return 1
+        if self.high < 0:
+            return -1
+        return 0    # includes zero, or NaN (comparisons with NaN are False)
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """One judged comparison of a claim on one profile.
+
+    ``claim``: the catalogue id; ``subject``: what was compared (a group contrast or one model);
+    ``measure``: the effect in words; ``expected``: the sign the paper predicts (+1 or -1);
+    ``effect`` and ``baseline`` (see the module docstring) with their intervals; ``reason``: why the verdict.
+    """
+
+    claim: str
+    subject: str
+    verdict: str
+    reason: str
+    measure: str = ""
+    expected: int = 1
+    effect: Interval | None = None
+    baseline: Interval | None = None
+    baseline_model: str | None = None
+
+
+def decide(effect: Interval | None, baseline: Interval | None, expected: int,
+           baseline_model: str | None = None) -> tuple[str, str]:
+    """The rule of the module docstring: ``(verdict, reason)`` for an effect, its baseline contrast and the
+    sign the paper predicts (``expected``: +1 or -1)."""
+    if expected not in (1, -1):
+        raise ValueError(f"expected must be +1 or -1 (the sign the paper predicts); got {expected!r}")
+    if effect is None:
+        return CANNOT_CHECK, "the profile lacks the models or data this comparison needs"
+    pct = f"{100 * CONFIDENCE:g} %"
+    if effect.sign == 0:
+        return INCONCLUSIVE, f"within noise: the {pct} interval of the effect includes 0"
+    name = f"`{baseline_model}`" if baseline_model else "an untrained ViT"
+    if baseline is None:
+        return INCONCLUSIVE, "no untrained baseline of the same architecture in this profile"
+    if baseline.sign != effect.sign:
+        how = "within noise of" if baseline.sign == 0 else "the other way from"
+        return INCONCLUSIVE, f"the untrained baseline explains it: the effect beyond {name} is {how} 0"
+    if effect.sign == expected:
+        return HOLDS, f"the {pct} interval excludes 0 and the effect exceeds {name}'s"
+    return DOES_NOT_HOLD, f"the {pct} interval excludes 0 on the side opposite to the paper's, beyond {name}'s"
+
+
+def judge(claim: str, subject: str, measure: str, effect: Interval | None, baseline: Interval | None,
+          expected: int, baseline_model: str | None = None) -> ClaimResult:
+    """A :class:`ClaimResult` with the verdict of :func:`decide`."""
+    verdict, reason = decide(effect, baseline, expected, baseline_model)
+    return ClaimResult(claim, subject, verdict, reason, measure, expected, effect, baseline, baseline_model)
+
+
+def cannot_check(claim: str, subject: str, reason: str) -> ClaimResult:
+    """A claim the profile cannot test, with the reason (e.g. which group of models it lacks)."""
+    return ClaimResult(claim, subject, CANNOT_CHECK, reason)

@@ -1,0 +1,115 @@
+"""Bootstrap intervals for the claims ledger: pure functions on tensors, float64, no I/O.
+
+Two resampling units appear in the papers' analyses:
+
+* **images** (attention distance, TM 4.3): every model sees the same images, so a contrast between models is
+  resampled *paired*, one draw of image indices shared by all models (:func:`bootstrap_contrast`);
+* **CKA minibatches** (OM eq. 2): minibatch CKA is a ratio of batch means of HSIC_1 terms, so a resample draws
+  batch indices with replacement and recomputes the ratio from the drawn batches' terms
+  (:func:`bootstrap_cka_contrast`). Batches line up across models, so one draw serves every pair.
+
+Intervals are percentile intervals (Efron & Tibshirani 1993, ch. 13): the (1-c)/2 and (1+c)/2 quantiles of the
+resampled statistic.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _check_confidence(confidence) -> float:
+    if not isinstance(confidence, numbers.Real) or not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be a number in (0, 1), e.g. 0.95; got {confidence!r}")
+    return float(confidence)
+
+
+def bootstrap_indices(n: int, n_resamples: int, seed: int) -> Tensor:
+    """``[n_resamples, n]`` int64 indices drawn uniformly with replacement from ``range(n)``; same seed, same draw."""
+    n, n_resamples = _check_int(n, "n", 1), _check_int(n_resamples, "n_resamples", 1)
+    gen = torch.Generator().manual_seed(_check_int(seed, "seed", 0))
+    return torch.randint(0, n, (n_resamples, n), generator=gen)
+
+
+def percentile_interval(replicates: Tensor, confidence: float) -> tuple[float, float]:
+    """The two-sided percentile interval of bootstrap ``replicates`` [R]: quantiles (1-c)/2 and (1+c)/2.
+
+    Any NaN replicate (e.g. a CKA whose self-HSIC came out non-positive in a resample) makes the interval NaN:
+    the statistic is undefined on part of the resampling distribution and we do not hide that.
+    """
+    c = _check_confidence(confidence)
+    r = replicates.to(torch.float64).reshape(-1)
+    if r.numel() == 0:
+        raise ValueError("replicates is empty; draw at least one bootstrap resample")
+    if bool(torch.isnan(r).any()):
+        return float("nan"), float("nan")
+    q = torch.tensor([(1 - c) / 2, (1 + c) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(r, q).tolist()
+    return lo, hi
+
+
+def _check_weights(weights: Tensor, m: int, name: str) -> Tensor:
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if w.ndim != 1 or w.shape[0] != m:
+        raise ValueError(f"weights must be a vector [{m}] (one per row of {name}); got shape {tuple(w.shape)}")
+    return w
+
+
+def bootstrap_contrast(values: Tensor, weights: Tensor, *, n_resamples: int, seed: int,
+                       confidence: float) -> dict:
+    """A linear contrast of per-model means, with a paired bootstrap over the shared examples.
+
+    values: [M, N], ``values[m, i]`` the statistic of model ``m`` on example ``i`` (the same N examples for
+    every model). weights: [M]; e.g. ``[1/2, 1/2, -1]`` is "mean of models 0-1 minus model 2".
+    Returns ``{"estimate", "low", "high", "n"}``: ``estimate = weights · values.mean(1)``, the interval from
+    ``n_resamples`` draws of N example indices with replacement, the same draw for all models (paired).
+    """
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.ndim != 2 or v.shape[1] < 2:
+        raise ValueError(f"values must be [models, examples] with at least 2 examples; got {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"values (shape {tuple(v.shape)}) holds NaN or Inf")
+    w = _check_weights(weights, v.shape[0], "values")
+    idx = bootstrap_indices(v.shape[1], n_resamples, seed)              # [R, N]
+    replicates = v[:, idx].mean(-1).T @ w                                  # [M, R, N] -> [R, M] -> [R]
+    lo, hi = percentile_interval(replicates, confidence)
+    return {"estimate": float(v.mean(1) @ w), "low": lo, "high": hi, "n": int(v.shape[1])}
+
+
+def cka_from_batch_terms(ab: Tensor, aa: Tensor, bb: Tensor) -> Tensor:
+    """Minibatch CKA (OM eq. 2) from per-batch HSIC_1 terms, each [..., k, P] (k batches, P layer pairs).
+
+    ``mean_k ab / sqrt(mean_k aa · mean_k bb)`` over the batch axis (-2). Returns [..., P] float64.
+    """
+    ab, aa, bb = (torch.as_tensor(t, dtype=torch.float64) for t in (ab, aa, bb))
+    if not (ab.shape == aa.shape == bb.shape) or ab.ndim < 2:
+        raise ValueError(f"ab, aa, bb must share one shape [..., batches, pairs]; got {tuple(ab.shape)}, "
+                         f"{tuple(aa.shape)}, {tuple(bb.shape)}")
+    return ab.mean(-2) / torch.sqrt(aa.mean(-2) * bb.mean(-2))
+
+
+def bootstrap_cka_contrast(ab: Tensor, aa: Tensor, bb: Tensor, weights: Tensor, *, n_resamples: int, seed: int,
+                           confidence: float) -> dict:
+    """A linear contrast of minibatch CKA values, with a bootstrap over minibatches.
+
+    ab, aa, bb: [k, P] per-batch HSIC_1 terms of P layer pairs (``ab[i, p] = HSIC_1(K_i, L_i)`` of pair p on
+    batch i, ``aa``/``bb`` the self terms of its two layers); batches aligned across pairs. weights: [P].
+    Returns ``{"estimate", "low", "high", "n"}`` with ``estimate = weights · CKA`` (CKA as eq. 2 over all k
+    batches) and the interval from ``n_resamples`` draws of k batch indices with replacement (one draw for all P).
+    """
+    ab, aa, bb = (torch.as_tensor(t, dtype=torch.float64) for t in (ab, aa, bb))
+    if ab.ndim != 2 or ab.shape[0] < 2:
+        raise ValueError(f"ab must be [batches, pairs] with at least 2 batches; got {tuple(ab.shape)}")
+    w = _check_weights(weights, ab.shape[1], "ab's pairs")
+    estimate = float(cka_from_batch_terms(ab, aa, bb) @ w)
+    idx = bootstrap_indices(ab.shape[0], n_resamples, seed)             # [R, k]
+    replicates = cka_from_batch_terms(ab[idx], aa[idx], bb[idx]) @ w      # [R, k, P] -> [R, P] -> [R]
+    lo, hi = percentile_interval(replicates, confidence)
+    return {"estimate": estimate, "low": lo, "high": hi, "n": int(ab.shape[0])}

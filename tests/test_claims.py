@@ -1,0 +1,141 @@
+"""The claims ledger: bootstrap kernels against NumPy, the verdict rule on constructed cases, the catalogue."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from vitscope import claims
+from vitscope.claims import CLAIMS, Interval, decide
+from vitscope.kernels import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- bootstrap kernels vs NumPy
+def test_bootstrap_indices_are_seeded_and_in_range():
+    a, b = stats.bootstrap_indices(7, 50, seed=3), stats.bootstrap_indices(7, 50, seed=3)
+    assert torch.equal(a, b) and a.shape == (50, 7) and int(a.min()) >= 0 and int(a.max()) <= 6
+    assert not torch.equal(a, stats.bootstrap_indices(7, 50, seed=4))
+    with pytest.raises(ValueError, match="n_resamples"):
+        stats.bootstrap_indices(7, 0, seed=0)
+
+
+def test_bootstrap_contrast_matches_numpy_paired_reference():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 40)) + np.array([[1.0], [0.5], [0.0]])
+    weights = np.array([0.5, 0.5, -1.0])
+    res = stats.bootstrap_contrast(torch.tensor(values), torch.tensor(weights), n_resamples=300, seed=1,
+                                   confidence=0.9)
+    idx = stats.bootstrap_indices(40, 300, seed=1).numpy()
+    reps = np.array([weights @ values[:, i].mean(1) for i in idx])      # the same draw for all models: paired
+    assert res["estimate"] == pytest.approx(weights @ values.mean(1))
+    assert (res["low"], res["high"]) == pytest.approx((np.quantile(reps, 0.05), np.quantile(reps, 0.95)))
+    assert res["n"] == 40
+
+
+def test_bootstrap_cka_contrast_matches_numpy_ratio_of_means():
+    rng = np.random.default_rng(1)
+    ab, aa, bb = rng.uniform(0.2, 0.8, (12, 4)), rng.uniform(1, 2, (12, 4)), rng.uniform(1, 2, (12, 4))
+    w = np.array([1.0, 1.0, -1.0, -1.0]) / 2
+    res = stats.bootstrap_cka_contrast(*(torch.tensor(t) for t in (ab, aa, bb)), torch.tensor(w), n_resamples=200,
+                                       seed=0, confidence=0.95)
+
+    def cka(i):
+        return ab[i].mean(0) / np.sqrt(aa[i].mean(0) * bb[i].mean(0))
+
+    reps = np.array([w @ cka(i) for i in stats.bootstrap_indices(12, 200, seed=0).numpy()])
+    assert res["estimate"] == pytest.approx(w @ cka(np.arange(12)))
+    assert (res["low"], res["high"]) == pytest.approx((np.quantile(reps, 0.025), np.quantile(reps, 0.975)))
+
+
+def test_percentile_interval_is_nan_when_a_replicate_is_undefined():
+    assert np.isnan(stats.percentile_interval(torch.tensor([0.1, float("nan"), 0.3]), 0.95)).all()
+    with pytest.raises(ValueError, match="confidence"):
+        stats.percentile_interval(torch.tensor([0.1]), 95)
+
+
+# ---------------------------------------------------------------- the rule on constructed cases
+def _iv(est, lo, hi):
+    return Interval(est, lo, hi, 100, "images")
+
+
+@pytest.mark.parametrize("effect, baseline, expected, verdict", [
+    (_iv(0.2, 0.1, 0.3), _iv(0.1, 0.05, 0.15), 1, claims.HOLDS),           # clear, beyond the baseline
+    (_iv(-0.2, -0.3, -0.1), _iv(-0.1, -0.2, -0.05), 1, claims.DOES_NOT_HOLD),  # reversed
+    (_iv(0.2, -0.1, 0.5), _iv(0.1, 0.05, 0.15), 1, claims.INCONCLUSIVE),   # within noise
+    (_iv(0.2, 0.1, 0.3), _iv(0.0, -0.02, 0.02), 1, claims.INCONCLUSIVE),   # the untrained model does as much
+    (_iv(0.2, 0.1, 0.3), _iv(-0.1, -0.2, -0.05), 1, claims.INCONCLUSIVE),  # untrained does more
+    (_iv(0.2, 0.1, 0.3), None, 1, claims.INCONCLUSIVE),                     # no baseline in the profile
+    (None, None, 1, claims.CANNOT_CHECK),                                   # models missing
+    (_iv(-0.2, -0.3, -0.1), _iv(-0.1, -0.2, -0.05), -1, claims.HOLDS),     # the paper predicts a negative effect
+    (_iv(float("nan"), float("nan"), float("nan")), None, 1, claims.INCONCLUSIVE),
+])
+def test_verdict_rule(effect, baseline, expected, verdict):
+    assert decide(effect, baseline, expected, "random-a")[0] == verdict
+
+
+def _per_image(last: dict, n=60, noise=0.02, seed=0, alternate=()):
+    """Per-image tables with a fixed first block and each model's last block ~ N(last[m], noise); models in
+    ``alternate`` get last[m] ± noise instead (mean exactly last[m], large spread)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for m, mu in last.items():
+        eps = (-1.0) ** np.arange(n) if m in alternate else rng.normal(size=n)
+        d = np.stack([np.full(n, 0.5), mu + noise * eps], 1)
+        frames.append(pd.DataFrame({"model": m, "image": np.repeat(np.arange(n), 2), "block": np.tile([1, 2], n),
+                                    "distance": d.reshape(-1)}))
+    return pd.concat(frames)
+
+
+def test_late_layer_check_on_constructed_tables():
+    from vitscope.sections.attention_distance import late_layer_check
+
+    clear = late_layer_check(_per_image({"zoo-dino": 0.58, "zoo-mae": 0.40, "random-a": 0.45}))
+    assert clear[0].verdict == claims.HOLDS and clear[0].effect.estimate == pytest.approx(0.18, abs=0.01)
+    assert clear[0].effect.n == 60 and clear[0].baseline_model == "random-a"
+    assert [r.subject for r in clear[1:]] == ["zoo-dino", "zoo-mae"] and all(r.verdict == claims.HOLDS for r in clear)
+    # the global group ends exactly where the untrained model does: the ordering is explained by the baseline
+    explained = late_layer_check(_per_image({"zoo-dino": 0.59, "zoo-mae": 0.40, "random-a": 0.59}))
+    assert explained[0].verdict == claims.INCONCLUSIVE and explained[1].verdict == claims.INCONCLUSIVE
+    assert explained[2].verdict == claims.HOLDS    # MAE is more local than untrained
+    reversed_ = late_layer_check(_per_image({"zoo-dino": 0.30, "zoo-mae": 0.50, "random-a": 0.45}))
+    assert reversed_[0].verdict == claims.DOES_NOT_HOLD
+    noisy = late_layer_check(_per_image({"zoo-dino": 0.46, "zoo-mae": 0.45, "random-a": 0.20}, n=20, noise=0.3,
+                                        alternate=("zoo-dino",)))
+    assert noisy[0].verdict == claims.INCONCLUSIVE
+    missing = late_layer_check(_per_image({"zoo-dino": 0.58, "random-a": 0.45}))
+    assert missing[0].verdict == claims.CANNOT_CHECK and "reconstruction" in missing[0].reason
+
+
+# ---------------------------------------------------------------- the catalogue and rendering
+def test_catalogue_covers_every_design_section_and_points_at_real_pages_and_checks():
+    sections = {(c.paper, c.section.split(",")[0]) for c in CLAIMS.values()}
+    tm = {("TM", s) for s in ("4.1", "4.2", "4.3", "4.4", "5.1", "5.2", "5.3", "6.1", "6.2", "6.3")}
+    om = {("OM", s) for s in ("2.1", "App. B.1", "2.2", "App. F", "2.3", "App. C")}
+    assert tm | om <= sections
+    assert any(c.figure == "Fig. 1b" for c in CLAIMS.values()) and any("Table 1" in c.figure for c in CLAIMS.values())
+    for c in CLAIMS.values():
+        assert c.paper in claims.PAPERS and c.statement.endswith(".")
+        assert c.page is None or (ROOT / "notebooks" / f"{c.page}.ipynb").is_file(), c.page
+        assert c.check is None or c.page is not None
+        if c.check:
+            assert callable(claims.render._resolve(c.check))
+
+
+def test_show_and_ledger_report_verdicts_intervals_and_coverage():
+    from vitscope.sections.attention_distance import late_layer_check
+
+    results = late_layer_check(_per_image({"zoo-dino": 0.58, "zoo-mae": 0.40, "random-a": 0.45}))
+    md = claims.show(results).data
+    assert "TM-4.3c" in md and "**holds**" in md and f"{results[0].effect.low:+.3f}" in md and "60 images" in md
+    assert "random-a" in md
+    table = claims.ledger(results)
+    assert len(table) == len(CLAIMS) and table.set_index("id").loc["TM-4.3c", "verdict"] == claims.HOLDS
+    assert table.set_index("id").loc["OM-2.1a", "verdict"] == "not run"
+    cov = claims.coverage(table)
+    assert cov["claims"].sum() == len(CLAIMS)
+    assert cov["with_page"].sum() == sum(c.page is not None for c in CLAIMS.values())
+    assert claims.results_table(results)["effect"].iloc[0] == pytest.approx(results[0].effect.estimate)
