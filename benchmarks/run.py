@@ -1,55 +1,59 @@
-"""Benchmarks: each prints its time and the ratio against a named baseline measured in the same run.
+"""Benchmarks: each against its baseline in the same run, on the same inputs, checking that the answers agree.
 
-    make bench            # or: python benchmarks/run.py
+    make bench                  # or: python benchmarks/run.py [--quick] [--only cka knn capture]
 
-Targets live here, never in unit tests (timings vary by machine and load).
+Prints each ratio and writes ``benchmarks/results/latest.json`` with the machine's description. Exits non-zero
+when any answer disagrees with its baseline. Targets live here, never in unit tests (timings vary by machine).
 """
 from __future__ import annotations
 
-import time
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
 
 import torch
 
-from vitscope.kernels import cka
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_capture
+import bench_cka
+import bench_knn
+
+RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def machine() -> dict:
+    import numpy
+    import timm
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": numpy.__version__}
 
 
-def bench_minibatch_cka(layers: int = 13, n: int = 1024, batch: int = 32, p: int = 768) -> None:
-    """All layer pairs at once (hsic1_cross inside MinibatchCKA) vs the per-pair loop the original code used."""
-    g = torch.Generator().manual_seed(0)
-    feats_a = [torch.randn(n, p, generator=g) for _ in range(layers)]
-    feats_b = [torch.randn(n, p, generator=g) for _ in range(layers)]
-    grams_a = [torch.stack([cka.gram(f[i:i + batch]) for f in feats_a]) for i in range(0, n, batch)]
-    grams_b = [torch.stack([cka.gram(f[i:i + batch]) for f in feats_b]) for i in range(0, n, batch)]
-
-    def vectorised():
-        return cka.minibatch_cka_from_grams(grams_a, grams_b)
-
-    def per_pair_loop():   # baseline: one hsic1 call per (layer_a, layer_b, batch), as in the TM/PyTorch-Model-Compare code
-        out = torch.zeros(layers, layers, dtype=torch.float64)
-        for i in range(layers):
-            for j in range(layers):
-                kl = sum(cka.hsic1(ga[i], gb[j]) for ga, gb in zip(grams_a, grams_b))
-                kk = sum(cka.hsic1(ga[i], ga[i]) for ga in grams_a)
-                ll = sum(cka.hsic1(gb[j], gb[j]) for gb in grams_b)
-                out[i, j] = kl / (kk * ll).sqrt()
-        return out
-
-    torch.testing.assert_close(vectorised(), per_pair_loop())
-    t_vec, t_loop = best_of(vectorised), best_of(per_pair_loop, repeat=1)
-    print(f"minibatch CKA {layers}x{layers} layers, {n} examples / batch {batch}: "
-          f"vectorised {t_vec * 1e3:.1f} ms, per-pair loop (baseline) {t_loop * 1e3:.1f} ms, "
-          f"speed-up x{t_loop / t_vec:.1f}")
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, about a minute)")
+    ap.add_argument("--only", nargs="*", default=["cka", "knn", "capture"])
+    args = ap.parse_args(argv)
+    rows = []
+    if "cka" in args.only:
+        rows += bench_cka.run(**({"layers": 8, "n": 256} if args.quick else {}))
+    if "knn" in args.only:
+        rows += bench_knn.run(**({"n_train": 5000, "n_test": 200} if args.quick else {}))
+    if "capture" in args.only:
+        rows += bench_capture.run(**({"archs": ("vit_small_patch16_224",), "batch": 4} if args.quick else {}))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": machine(), "quick": args.quick, "results": rows}, indent=1))
+    bad = [r["benchmark"] for r in rows if not r["agrees"]]
+    print(f"wrote {RESULTS}; " + (f"DISAGREE: {bad}" if bad else "all answers agree with their baselines"))
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    bench_minibatch_cka()
+    sys.exit(main())

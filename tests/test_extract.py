@@ -6,7 +6,8 @@ import torch
 
 from vitscope.data import ImageFolderSubset, eval_transform
 from vitscope.extract import (AttentionDistance, Capture, ClsAttention, FeatureStore, GramMatrices, PooledTokens,
-                              extract, unfused_attention, vit_geometry)
+                              example_order, extract, unfused_attention, vit_geometry)
+from vitscope.extract.run import library_versions
 from vitscope.kernels import attention as attention_k
 from vitscope.kernels import cka as cka_k
 from vitscope.models import Preprocess
@@ -115,7 +116,104 @@ def test_second_run_is_a_cache_hit_and_a_changed_key_recomputes(tiny_vit, datase
     assert run({"g": GramMatrices(tokens="cls")})[1] > 0
 
 
-def test_partial_batch_under_four_is_refused_before_any_work(tiny_vit, dataset, tmp_path):
-    with pytest.raises(ValueError, match="last batch of 2"):
+def test_last_batch_under_four_is_fine_without_grams_and_refused_with_them(tiny_vit, dataset, tmp_path):
+    """Seam 3: the Gram product (HSIC_1's minimum n) owns the rule, not the extraction layer."""
+    store = FeatureStore(tmp_path)
+    out = extract(tiny_vit, {"name": "tiny"}, dataset, {"ad": AttentionDistance()}, transform_id=TRANSFORM_ID,
+                  store=store, batch_size=4, progress=False)                                 # 30 = 7 x 4 + 2
+    assert out["ad"]["unit_square"].shape == (30, 3, 3)
+    with pytest.raises(ValueError, match=rf"last batch of 2.*'grams'.*at least {cka_k.HSIC1_MIN_N}"):
+        extract(tiny_vit, {"name": "tiny"}, dataset, {"ad": AttentionDistance(), "grams": GramMatrices()},
+                transform_id=TRANSFORM_ID, store=store, batch_size=4, progress=False)
+
+
+def test_capture_sites_match_a_manual_forward_of_the_block(tiny_vit):
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode(), Capture(tiny_vit, {"block", "norm1", "qkv", "fc1", "norm2"}) as cap:
+        tiny_vit.forward_features(x)
+        out = cap.collect()
+        blk = tiny_vit.blocks[1]
+        h = out["block"][0]                                            # block 1's input is block 0's output
+        n1 = torch.nn.functional.layer_norm(h, (48,), blk.norm1.weight, blk.norm1.bias, blk.norm1.eps)
+        qkv = n1 @ blk.attn.qkv.weight.T + blk.attn.qkv.bias
+        q, k, v = qkv.reshape(2, 17, 3, 3, 16).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-2, -1) / 4.0, dim=-1)
+        attn_out = blk.attn.proj((a @ v).transpose(1, 2).reshape(2, 17, 48))
+        h2 = h + attn_out
+        n2 = torch.nn.functional.layer_norm(h2, (48,), blk.norm2.weight, blk.norm2.bias, blk.norm2.eps)
+        fc1 = n2 @ blk.mlp.fc1.weight.T + blk.mlp.fc1.bias
+        block_out = h2 + blk.mlp.fc2(torch.nn.functional.gelu(fc1))
+    for site, ref in (("norm1", n1), ("qkv", qkv), ("norm2", n2), ("fc1", fc1), ("block", block_out)):
+        torch.testing.assert_close(out[site][1], ref, atol=1e-5, rtol=1e-5, msg=site)
+
+
+def test_pooled_cls_is_token_zero_and_cls_grams_by_value(tiny_vit, dataset, tmp_path):
+    out = extract(tiny_vit, {"name": "tiny"}, dataset, {"pooled": PooledTokens(),
+                  "g": GramMatrices(capture_sites=("block",), tokens="cls")}, transform_id=TRANSFORM_ID,
+                  store=FeatureStore(tmp_path), batch_size=8, progress=False)
+    images = torch.stack([dataset[i][0] for i in out["_meta"]["order"].tolist()])
+    with torch.inference_mode(), Capture(tiny_vit, {"block"}) as cap:
+        tiny_vit.forward_features(images)
+        ref = cap.collect()["block"]
+    torch.testing.assert_close(out["pooled"]["cls"][:, 2], ref[2][:, 0], atol=1e-5, rtol=1e-4)
+    cls8 = ref[1][8:16, 0].double()
+    torch.testing.assert_close(out["g"]["batch0001"][1], cls8 @ cls8.T, atol=1e-4, rtol=1e-5)
+
+
+def test_limit_keeps_the_first_n_and_order_depends_on_seed(tiny_vit, dataset, tmp_path):
+    out = extract(tiny_vit, {"name": "tiny"}, dataset, {"p": PooledTokens()}, transform_id=TRANSFORM_ID,
+                  store=FeatureStore(tmp_path), batch_size=8, limit=16, seed=3, progress=False)
+    assert out["_meta"]["order"].tolist() == example_order(30, "shuffled", 3)[:16].tolist()
+    assert example_order(30, "shuffled", 3).tolist() != example_order(30, "shuffled", 4).tolist()
+    assert sorted(example_order(30, "shuffled", 4).tolist()) == list(range(30))
+    assert example_order(30, "sorted", 9).tolist() == list(range(30))
+
+
+def test_cache_key_holds_library_versions_but_not_tqdms(tiny_vit, dataset, tmp_path, monkeypatch):
+    import timm
+    import tqdm
+
+    import vitscope
+    store = FeatureStore(tmp_path)
+    calls = []
+    tiny_vit.patch_embed.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def n_forwards():
+        calls.clear()
         extract(tiny_vit, {"name": "tiny"}, dataset, {"ad": AttentionDistance()}, transform_id=TRANSFORM_ID,
-                store=FeatureStore(tmp_path), batch_size=4, progress=False)
+                store=store, batch_size=10, progress=False)
+        return len(calls)
+
+    assert n_forwards() == 3
+    monkeypatch.setattr(tqdm, "__version__", "99.0", raising=False)
+    assert n_forwards() == 0                                     # tqdm cannot change a number
+    for module, attr in ((timm, "__version__"), (torch, "__version__"), (vitscope.extract.run, "__version__")):
+        with monkeypatch.context() as m:
+            m.setattr(module, attr, "0.0.0-other")
+            assert n_forwards() == 3, f"{module.__name__} version should be in the key"
+    with monkeypatch.context() as m:
+        m.setattr(AttentionDistance, "version", 99)
+        assert n_forwards() == 3
+    assert library_versions()["timm"] == timm.__version__
+
+
+def test_dataloader_workers_give_identical_products(tiny_vit, dataset, tmp_path):
+    products = lambda: {"ad": AttentionDistance(), "g": GramMatrices(capture_sites=("fc1",))}  # noqa: E731
+    a = extract(tiny_vit, {"name": "tiny"}, dataset, products(), transform_id=TRANSFORM_ID,
+                store=FeatureStore(tmp_path / "a"), batch_size=8, progress=False, num_workers=0)
+    b = extract(tiny_vit, {"name": "tiny"}, dataset, products(), transform_id=TRANSFORM_ID,
+                store=FeatureStore(tmp_path / "b"), batch_size=8, progress=False, num_workers=2)
+    torch.testing.assert_close(a["ad"]["pixels"], b["ad"]["pixels"], atol=0, rtol=0)
+    torch.testing.assert_close(a["g"]["batch0003"], b["g"]["batch0003"], atol=0, rtol=0)
+
+
+def test_bf16_autocast_is_opt_in_and_keyed(tiny_vit, dataset, tmp_path):
+    store = FeatureStore(tmp_path)
+    kw = dict(transform_id=TRANSFORM_ID, store=store, batch_size=10, progress=False)
+    full = extract(tiny_vit, {"name": "tiny"}, dataset, {"ad": AttentionDistance()}, **kw)
+    bf16 = extract(tiny_vit, {"name": "tiny"}, dataset, {"ad": AttentionDistance()}, autocast="bfloat16", **kw)
+    assert len(list((tmp_path / "tiny").glob("attention_distance-*.json"))) == 2     # two keys, two entries
+    diff = (full["ad"]["unit_square"] - bf16["ad"]["unit_square"]).abs().max()
+    assert 0 < diff < 0.05                                       # it did change precision, and only a little
+    with pytest.raises(ValueError, match="autocast"):
+        extract(tiny_vit, {"name": "tiny"}, dataset, {"ad": AttentionDistance()}, autocast="fp8", **kw)

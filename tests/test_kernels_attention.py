@@ -152,7 +152,7 @@ def test_error_missing_patch_size_and_bad_inputs():
     a = torch.from_numpy(random_attn(1, 1, 2, 1))
     with pytest.raises(ValueError, match="patch_size"):
         att.attention_distance(a, variant="pixels")
-    with pytest.raises(ValueError, match="valid variants"):
+    with pytest.raises(ValueError, match="choose from"):
         att.attention_distance(a, variant="raghu")
     with pytest.raises(ValueError, match=r"\[B, H, T, T\]"):
         att.attention_distance(a[0])
@@ -170,3 +170,48 @@ def test_uniform_attention_distance_is_the_uniform_head():
     attn = torch.full((1, 1, 1 + G * G, 1 + G * G), 1.0 / (1 + G * G), dtype=torch.float64)
     assert attention_distance(attn)[0, 0].item() == pytest.approx(uniform_attention_distance(G))
     assert uniform_attention_distance(G, "pixels", 16) == pytest.approx(16 * (G - 1) * uniform_attention_distance(G))
+
+
+# ---------- one pass, both methods (issue 9 part 2) ----------
+
+def test_single_pass_serves_both_methods_and_pixels_is_the_scaled_unnormalised_sum():
+    """pixels = (unnormalised unit-square sum) x patch_size x (G-1): the algebra, checked on the NumPy reference."""
+    G, n_prefix, ps = 4, 1, 16
+    a = random_attn(2, 3, G, n_prefix, seed=11)
+    both = att.attention_distances(torch.from_numpy(a), n_prefix, patch_size=ps)
+    assert set(both) == set(att.METHODS)
+    np.testing.assert_allclose(both["unit_square"].numpy(), np_attention_distance(a, n_prefix, "teaching-matters"),
+                               atol=1e-10, rtol=0)
+    np.testing.assert_allclose(both["pixels"].numpy(), np_attention_distance(a, n_prefix, "pixels", ps),
+                               atol=1e-9, rtol=0)
+    # the unnormalised unit-square sum, by hand: per query sum_k a_qk d_unit(q, k), mean over queries
+    d_unit = np.array([[math.dist((q % G / (G - 1), q // G / (G - 1)), (k % G / (G - 1), k // G / (G - 1)))
+                        for k in range(G * G)] for q in range(G * G)])
+    raw = (a[:, :, n_prefix:, n_prefix:] * d_unit).sum(-1).mean(-1)
+    np.testing.assert_allclose(both["pixels"].numpy(), raw * ps * (G - 1), atol=1e-9, rtol=0)
+    # the single-method function and the former variant names agree with the one-pass result
+    for method, legacy in (("unit_square", "teaching-matters"), ("pixels", "pixels")):
+        torch.testing.assert_close(att.attention_distance(torch.from_numpy(a), n_prefix, method, ps), both[method])
+        torch.testing.assert_close(att.attention_distance(torch.from_numpy(a), n_prefix, variant=legacy,
+                                                          patch_size=ps), both[method])
+
+
+def test_float32_path_within_1e6_of_float64_at_vit_size():
+    """ViT-B/16 geometry (G=14, 197 tokens): float32 row sums, float64 query means, vs all-float64."""
+    a = torch.from_numpy(random_attn(2, 4, 14, 1, seed=3))
+    d64 = att.attention_distances(a, 1, patch_size=16)
+    d32 = att.attention_distances(a.float(), 1, patch_size=16)
+    assert (d32["unit_square"].double() - d64["unit_square"]).abs().max() < 1e-6
+    # pixel values reach ~200: the same relative accuracy, i.e. 1e-6 in unit-square terms
+    assert ((d32["pixels"].double() - d64["pixels"]) / (16 * 13)).abs().max() < 1e-6
+
+
+def test_negative_attention_entries_are_rejected():
+    a = torch.from_numpy(random_attn(1, 1, 3, 1, seed=2))
+    a[0, 0, 2, 3] += 0.2
+    a[0, 0, 2, 4] -= 0.2                       # the row still sums to 1, but one entry is negative
+    assert a.min() < -1e-3
+    with pytest.raises(ValueError, match="entries >= 0"):
+        att.attention_distance(a)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        att.attention_distances(torch.full((1, 1, 5, 5), float("nan")))

@@ -200,7 +200,7 @@ def test_error_last_batch_too_small():
 
 
 def test_error_mismatched_n():
-    with pytest.raises(ValueError, match="n=40.*n=39"):
+    with pytest.raises(ValueError, match=r"\(40, 4\).*\(39, 4\)"):
         cka.minibatch_cka(t(feats(1, 40, 4, 1)), t(feats(1, 39, 4, 1)), batch_size=8)
     with pytest.raises(ValueError, match="same n"):
         cka.linear_cka(torch.randn(10, 3), torch.randn(11, 3))
@@ -220,5 +220,42 @@ def test_error_unknown_mode():
     A = t(feats(1, 16, 4, seed=2))
     with pytest.raises(ValueError, match="reference.*teaching-matters"):
         cka.minibatch_cka(A, A, batch_size=8, mode="kornblith")
-    with pytest.raises(ValueError, match="valid modes"):
+    with pytest.raises(ValueError, match="choose from"):
         cka.MinibatchCKA(mode="nope")
+
+
+def test_hsic0_normalisation_is_n_minus_1_squared():
+    """Hand-computed: tr(K H L H) / (n-1)^2 with an explicit centring matrix, n = 5."""
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    K, L = X @ X.T, Y @ Y.T
+    H = np.eye(5) - np.ones((5, 5)) / 5
+    expected = np.trace(K @ H @ L @ H) / 16.0
+    assert float(cka.hsic0(torch.from_numpy(K), torch.from_numpy(L))) == pytest.approx(expected, rel=1e-12)
+    assert float(cka.hsic0(torch.from_numpy(K), torch.from_numpy(L))) != pytest.approx(expected * 16 / 25, rel=1e-3)
+
+
+def test_nan_features_are_rejected_by_name():
+    A = [torch.randn(16, 4), torch.randn(16, 4)]
+    A[1][3, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"feats_a\[1\].*NaN"):
+        cka.minibatch_cka(A, A[:1], batch_size=8)
+    with pytest.raises(ValueError, match="Y.*NaN"):
+        cka.linear_cka(torch.randn(8, 3), torch.full((8, 3), float("inf")))
+    with pytest.raises(ValueError, match="X.*NaN"):
+        cka.gram_tokens(torch.full((4, 2, 3), float("nan")))
+
+
+def test_gram_tokens_cka_within_1e6_of_float64():
+    """Token-split float32 Grams (the extraction's fast path) vs float64 Grams, at ViT-S/16 sizes (197 x 384)."""
+    g = torch.Generator().manual_seed(0)
+    shift = torch.randn(197, 384, generator=g) * 3      # a large shared component, as residual streams have
+    A = [torch.randn(32, 197, 384, generator=g) + shift for _ in range(2)]
+    B = [torch.randn(32, 197, 384, generator=g) * 0.5 + A[0] * 0.5 for _ in range(2)]
+    fast_a, fast_b = torch.stack([cka.gram_tokens(x) for x in A]), torch.stack([cka.gram_tokens(x) for x in B])
+    ref_a = torch.stack([cka.gram(x.double()) for x in A])
+    ref_b = torch.stack([cka.gram(x.double()) for x in B])
+    assert fast_a.dtype == torch.float64
+    err = (cka.minibatch_cka_from_grams([fast_a], [fast_b]) - cka.minibatch_cka_from_grams([ref_a], [ref_b]))
+    assert err.abs().max() < 1e-6
+    torch.testing.assert_close(cka.gram_tokens(A[0][:4].double()), ref_a[0][:4, :4], atol=1e-9, rtol=1e-12)

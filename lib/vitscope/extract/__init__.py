@@ -4,6 +4,21 @@ from .products import AttentionDistance, ClsAttention, GramMatrices, PooledToken
 from .run import DEFAULT_BATCH_SIZE, dataset_identity, example_order, extract
 from .store import FeatureStore, key_hash
 
-__all__ = ["SITES", "AttentionDistance", "Capture", "ClsAttention", "DEFAULT_BATCH_SIZE", "FeatureStore",
-           "GramMatrices", "PooledTokens", "dataset_identity", "example_order", "extract", "key_hash",
-           "layer_labels", "stack_batches", "unfused_attention", "vit_geometry"]
+__all__ = [
+           "DEFAULT_BATCH_SIZE",
+           "SITES",
+           "AttentionDistance",
+           "Capture",
+           "ClsAttention",
+           "FeatureStore",
+           "GramMatrices",
+           "PooledTokens",
+           "dataset_identity",
+           "example_order",
+           "extract",
+           "key_hash",
+           "layer_labels",
+           "stack_batches",
+           "unfused_attention",
+           "vit_geometry",
+]

@@ -75,30 +75,41 @@ class Capture:
 
     After each forward, ``outputs[site]`` holds one tensor per block; a site that did not fire once per
     block raises (e.g. BEiT computes qkv with ``F.linear`` and never calls ``attn.qkv``).
+
+    With ``sink``, each output is handed to ``sink(site, block_index, tensor)`` the moment its module returns
+    and is not kept: memory then holds one block's tensors, not the whole network's (``collect`` still checks
+    that every site fired once per block, and returns empty lists).
     """
 
-    def __init__(self, model: nn.Module, sites):
+    def __init__(self, model: nn.Module, sites, sink=None):
         unknown = set(sites) - set(SITES)
         if unknown:
             raise ValueError(f"Unknown capture site(s) {sorted(unknown)}; known: {sorted(SITES)}.")
         self.model, self.sites = model, tuple(sorted(sites))
         self.depth = len(model.blocks)
         self.outputs: dict[str, list[torch.Tensor]] = {}
+        self.sink = sink
+        self._fired: dict[str, int] = {}
         self._handles = []
         self._unfuse = unfused_attention(model) if "attn" in self.sites else None
 
-    def _hook(self, site):
+    def _hook(self, site, block):
         def record(_module, _inputs, output):
-            self.outputs[site].append(output[0] if isinstance(output, tuple) else output)
+            output = output[0] if isinstance(output, tuple) else output
+            self._fired[site] += 1
+            if self.sink is None:
+                self.outputs[site].append(output)
+            else:
+                self.sink(site, block, output)
         return record
 
     def __enter__(self):
         if self._unfuse is not None:
             self._unfuse.__enter__()
         for site in self.sites:
-            for block in self.model.blocks:
+            for i, block in enumerate(self.model.blocks):
                 module = block.get_submodule(SITES[site]) if SITES[site] else block
-                self._handles.append(module.register_forward_hook(self._hook(site)))
+                self._handles.append(module.register_forward_hook(self._hook(site, i)))
         self.reset()
         return self
 
@@ -112,12 +123,14 @@ class Capture:
 
     def reset(self):
         self.outputs = {site: [] for site in self.sites}
+        self._fired = {site: 0 for site in self.sites}
 
     def collect(self) -> dict[str, list[torch.Tensor]]:
         """The outputs of the last forward pass, checked to hold exactly one tensor per block."""
-        for site, tensors in self.outputs.items():
-            if len(tensors) != self.depth:
-                raise RuntimeError(f"Capture site {site!r} fired {len(tensors)} times for {self.depth} blocks; "
+        for site, fired in self._fired.items():
+            if fired != self.depth:
+                raise RuntimeError(f"Capture site {site!r} fired {fired} times for {self.depth} blocks; "
                                    f"{type(self.model).__name__} does not expose it as a module call.")
-        out, self.outputs = self.outputs, {site: [] for site in self.sites}
+        out = self.outputs
+        self.reset()
         return out

@@ -13,24 +13,46 @@ import torch
 from ..kernels import attention as attention_k
 from ..kernels import cka as cka_k
 
-#: Bump when a product's numbers would change for the same inputs: it is part of every cache key.
-PRODUCT_VERSION = 1
-
 
 class Product:
-    """Base class. Subclasses are frozen dataclasses whose fields are their parameters."""
+    """Base class: a mutable accumulator whose dataclass fields are its parameters (they enter the cache key).
+
+    Extraction streams each captured tensor to :meth:`consume` as soon as its block has run, so only one block's
+    tensors are alive at a time and peak memory does not depend on the number of images or of blocks.
+    Call order: ``start`` once, then per batch ``begin_batch``, ``consume`` for every (site, block), ``end_batch``;
+    ``finish`` returns the tensors to store. ``update(captured)`` feeds one batch of collected tensors at once.
+    """
 
     name: str = ""
     sites: tuple[str, ...] = ()
+    #: Bump when this product's numbers would change for the same inputs: it is part of its cache key.
+    version: int = 1
+    #: The fewest images a batch may hold for this product (the last batch of an extraction may be smaller).
+    min_batch: int = 1
 
     def key(self) -> dict:
-        return {"product": self.name, "version": PRODUCT_VERSION, **asdict(self)}
+        return {"product": self.name, "version": self.version, **asdict(self)}
 
     def start(self, geometry: dict, n_images: int) -> None:
         self.geometry, self.n_images = geometry, n_images
 
-    def update(self, captured: dict[str, list[torch.Tensor]]) -> None:
+    def begin_batch(self, batch_size: int) -> None:
+        self._batch_size = batch_size
+
+    def consume(self, site: str, block: int, x: torch.Tensor) -> None:
         raise NotImplementedError
+
+    def end_batch(self) -> None:
+        pass
+
+    def update(self, captured: dict[str, list[torch.Tensor]]) -> None:
+        """One batch of collected tensors ``{site: [per-block tensor]}`` (as :meth:`Capture.collect` returns)."""
+        first = next(iter(captured.values()))[0]
+        self.begin_batch(first.shape[0])
+        for site in self.sites:
+            for block, x in enumerate(captured[site]):
+                self.consume(site, block, x)
+        self.end_batch()
 
     def finish(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -38,27 +60,33 @@ class Product:
 
 @dataclass
 class AttentionDistance(Product):
-    """Average attention distance per image, block and head (TM 4.3), both variants.
+    """Average attention distance per image, block and head (TM 4.3) by both methods of
+    :data:`vitscope.kernels.attention.METHODS`, from one pass over each attention map
+    (:func:`~vitscope.kernels.attention.attention_distances`).
 
-    Stores ``unit_square`` and ``pixels``: float32 [N, L, H] (unit-square and pixel units).
+    Stores ``unit_square`` and ``pixels``: float32 [N, L, H].
     """
 
     name = "attention_distance"
     sites = ("attn",)
+    version = 2      # 2: single pass, float32 row sums with float64 query means (within 1e-6 of version 1)
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)
-        self._rows = {"unit_square": [], "pixels": []}
+        self._rows = {method: [] for method in attention_k.METHODS}
 
-    def update(self, captured):
+    def begin_batch(self, batch_size):
+        super().begin_batch(batch_size)
+        self._batch = {method: [None] * self.geometry["depth"] for method in attention_k.METHODS}
+
+    def consume(self, site, block, x):
         g = self.geometry
-        attn = torch.stack(captured["attn"], dim=1)                     # [B, L, H, T, T]
-        b, L = attn.shape[:2]
-        flat = attn.flatten(0, 1)                                         # [B*L, H, T, T]
-        for key, variant in (("unit_square", "teaching-matters"), ("pixels", "pixels")):
-            d = attention_k.attention_distance(flat, n_prefix=g["n_prefix"], variant=variant,
-                                               patch_size=g["patch_size"])
-            self._rows[key].append(d.reshape(b, L, -1).float().cpu())
+        for method, d in attention_k.attention_distances(x, g["n_prefix"], g["patch_size"]).items():
+            self._batch[method][block] = d.float().cpu()
+
+    def end_batch(self):
+        for method, per_block in self._batch.items():
+            self._rows[method].append(torch.stack(per_block, dim=1))             # [B, L, H]
 
     def finish(self):
         return {k: torch.cat(v) for k, v in self._rows.items()}
@@ -75,11 +103,16 @@ class ClsAttention(Product):
         super().start(geometry, n_images)
         self._sum, self._count = None, 0
 
-    def update(self, captured):
-        maps = torch.stack([attention_k.cls_attention_map(a, n_prefix=self.geometry["n_prefix"]).sum(0)
-                            for a in captured["attn"]])                    # [L, H, G, G]
-        self._sum = maps.double().cpu() if self._sum is None else self._sum + maps.double().cpu()
-        self._count += captured["attn"][0].shape[0]
+    def begin_batch(self, batch_size):
+        super().begin_batch(batch_size)
+        self._count += batch_size
+
+    def consume(self, site, block, x):
+        if self._sum is None:
+            G = self.geometry["grid"][0]
+            self._sum = torch.zeros(self.geometry["depth"], x.shape[1], G, G, dtype=torch.float64)
+        self._sum[block] += attention_k.cls_attention_map(x, n_prefix=self.geometry["n_prefix"]).sum(
+            0, dtype=torch.float64).cpu()
 
     def finish(self):
         return {"mean": (self._sum / self._count).float()}
@@ -100,14 +133,18 @@ class PooledTokens(Product):
         super().start(geometry, n_images)
         self._cls, self._mean = [], []
 
-    def update(self, captured):
-        x = torch.stack(captured[self.site], dim=1)                       # [B, L, T, D]
-        p = self.geometry["n_prefix"]
-        self._cls.append(x[:, :, 0].float().cpu())
-        self._mean.append(x[:, :, p:].mean(dim=2).float().cpu())
+    def begin_batch(self, batch_size):
+        super().begin_batch(batch_size)
+        self._cls.append([None] * self.geometry["depth"])
+        self._mean.append([None] * self.geometry["depth"])
+
+    def consume(self, site, block, x):
+        self._cls[-1][block] = x[:, 0].float().cpu()
+        self._mean[-1][block] = x[:, self.geometry["n_prefix"]:].mean(dim=1, dtype=torch.float32).cpu()
 
     def finish(self):
-        return {"cls": torch.cat(self._cls), "mean": torch.cat(self._mean)}
+        return {"cls": torch.cat([torch.stack(b, dim=1) for b in self._cls]),
+                "mean": torch.cat([torch.stack(b, dim=1) for b in self._mean])}
 
 
 TOKEN_REDUCTIONS = ("all", "cls", "mean")
@@ -128,6 +165,9 @@ class GramMatrices(Product):
     capture_sites: tuple[str, ...] = ("block",)
     tokens: str = "all"
     name = "grams"
+    version = 2      # 2: "all" tokens via cka.gram_tokens (float32 per-token products, float64 sum)
+    #: Each batch is one HSIC_1 minibatch, so it must hold HSIC_1's minimum number of examples.
+    min_batch = cka_k.HSIC1_MIN_N
 
     def __post_init__(self):
         if self.tokens not in TOKEN_REDUCTIONS:
@@ -143,16 +183,22 @@ class GramMatrices(Product):
         super().start(geometry, n_images)
         self._batches = []
 
-    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tokens == "cls":
-            return x[:, 0]
-        if self.tokens == "mean":
-            return x[:, self.geometry["n_prefix"]:].mean(dim=1)
-        return x.flatten(1)
+    def begin_batch(self, batch_size):
+        super().begin_batch(batch_size)
+        self._rows = {}
 
-    def update(self, captured):
-        grams = [cka_k.gram(self._reduce(x)) for site in self.capture_sites for x in captured[site]]
-        self._batches.append(torch.stack(grams).cpu())
+    def consume(self, site, block, x):
+        if self.tokens == "all":
+            g = cka_k.gram_tokens(x)
+        elif self.tokens == "cls":
+            g = cka_k.gram(x[:, 0])
+        else:
+            g = cka_k.gram(x[:, self.geometry["n_prefix"]:].mean(dim=1, dtype=torch.float64))
+        self._rows[(site, block)] = g.cpu()
+
+    def end_batch(self):
+        order = [(site, block) for site in self.capture_sites for block in range(self.geometry["depth"])]
+        self._batches.append(torch.stack([self._rows[k] for k in order]))
 
     def finish(self):
         return {f"batch{i:04d}": g for i, g in enumerate(self._batches)}

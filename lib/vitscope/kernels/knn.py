@@ -14,34 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .validation import check_features, check_int, check_labels, check_positive
+
 #: Default number of test rows per similarity chunk. A fixed SIZE, not a fixed number of chunks: DINO's
 #: ``knn_classifier`` steps through the test set in ``num_test_images // num_chunks`` rows with num_chunks=100, so a
 #: test set of fewer than 100 images gives a step of 0 and ``range(0, n, 0)`` raises. Our demo sets are small.
 DEFAULT_CHUNK_SIZE = 256
-
-
-def _check_feats(x, name: str) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 2:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a tensor [n, D]; got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be floating point; got {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} (shape {tuple(x.shape)}) holds NaN or Inf values")
-
-
-def _check_labels(y, n: int, name: str, num_classes: int | None) -> None:
-    if not isinstance(y, Tensor) or y.ndim != 1 or y.is_floating_point() or y.dtype == torch.bool:
-        shape = (tuple(y.shape), y.dtype) if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(f"{name} must be an integer tensor [n]; got {shape}")
-    if y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} labels but its features have {n} rows")
-    if n and int(y.min()) < 0:
-        raise ValueError(f"{name} holds negative labels (min {int(y.min())})")
-    if num_classes is not None and n and int(y.max()) >= num_classes:
-        raise ValueError(f"{name} holds label {int(y.max())} >= num_classes={num_classes}")
 
 
 def weighted_knn(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, k: int = 20,
@@ -61,21 +39,18 @@ def weighted_knn(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
     Returns:
         [M] int64 predicted labels on ``train_feats``' device. Ties between classes go to the lowest class index.
     """
-    _check_feats(train_feats, "train_feats")
-    _check_feats(test_feats, "test_feats")
+    check_features(train_feats, "train_feats")
+    check_features(test_feats, "test_feats")
     if train_feats.shape[1] != test_feats.shape[1]:
         raise ValueError(f"train_feats {tuple(train_feats.shape)} and test_feats {tuple(test_feats.shape)} "
                          "must have the same feature dimension D")
     n_train = train_feats.shape[0]
-    if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
-        raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
-    _check_labels(train_labels, n_train, "train_labels", num_classes)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_train:
-        raise ValueError(f"k must be an int in [1, N={n_train}] (the number of train features); got {k!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0; got {temperature!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    if num_classes is not None:
+        check_int(num_classes, "num_classes")
+    check_labels(train_labels, n_train, "train_labels", num_classes)
+    check_int(k, "k (neighbours; at most N, the number of train features)", 1, n_train)
+    check_positive(temperature, "temperature")
+    check_int(chunk_size, "chunk_size")
     C = int(num_classes) if num_classes is not None else int(train_labels.max()) + 1
 
     device = train_feats.device
@@ -96,6 +71,6 @@ def weighted_knn(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
 def knn_accuracy(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
                  **kwargs) -> float:
     """Top-1 accuracy in [0, 1] of :func:`weighted_knn` (same keyword arguments) against ``test_labels`` [M]."""
-    _check_labels(test_labels, test_feats.shape[0] if isinstance(test_feats, Tensor) else -1, "test_labels", None)
+    check_labels(test_labels, test_feats.shape[0] if isinstance(test_feats, Tensor) else -1, "test_labels")
     pred = weighted_knn(train_feats, train_labels, test_feats, **kwargs)
     return float((pred.cpu() == test_labels.cpu().long()).double().mean())

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .knn import _check_feats, _check_labels
+from .validation import check_features, check_int, check_labels, check_positive
 
 
 class LinearProbe(nn.Sequential):
@@ -35,10 +35,11 @@ def fit_linear_probe(train_x: Tensor, train_y: Tensor, *, num_classes: int | Non
     The probe's init and the shuffling come from ``seed`` only; the caller's global RNG is untouched.
     Returns the probe in eval mode on ``train_x``'s device.
     """
-    _check_feats(train_x, "train_x")
-    _check_labels(train_y, train_x.shape[0], "train_y", num_classes)
-    if train_x.shape[0] < 2:
-        raise ValueError("a linear probe needs at least 2 training examples (BatchNorm)")
+    check_features(train_x, "train_x", min_rows=2)   # BatchNorm needs 2 rows
+    check_labels(train_y, train_x.shape[0], "train_y", num_classes)
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size", 2)
+    check_positive(lr, "lr")
     C = int(num_classes) if num_classes is not None else int(train_y.max()) + 1
     device, n = train_x.device, train_x.shape[0]
     x, y = train_x.float(), train_y.to(device=device, dtype=torch.long)
@@ -68,8 +69,8 @@ def fit_linear_probe(train_x: Tensor, train_y: Tensor, *, num_classes: int | Non
 @torch.no_grad()
 def probe_accuracy(probe: nn.Module, test_x: Tensor, test_y: Tensor) -> float:
     """Top-1 accuracy in [0, 1] of ``probe`` on ``test_x`` [M, D] against ``test_y`` [M]."""
-    _check_feats(test_x, "test_x")
-    _check_labels(test_y, test_x.shape[0], "test_y", None)
+    check_features(test_x, "test_x")
+    check_labels(test_y, test_x.shape[0], "test_y")
     device = next(probe.parameters()).device
     pred = probe.eval()(test_x.to(device).float()).argmax(1)
     return float((pred.cpu() == test_y.cpu().long()).double().mean())
