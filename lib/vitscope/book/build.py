@@ -46,6 +46,7 @@ class Page:
 
 PARTS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
          "OM": "Objectives Matter (Shekhar et al., ICLR 2023 workshop)",
+         "Teach": "For teachers",
          "About": "About"}
 
 PAGES = (
@@ -57,8 +58,21 @@ PAGES = (
     Page("about_models", "About", "The models", per_model=False, depends_on="none"),
 )
 
-#: Hand-written pages (Markdown under book/), listed in the TOC after the executed pages of their part.
-STATIC_PAGES = {"About": ("book/about/reproducing",)}
+#: Hand-written pages (Markdown under book/), listed in the TOC after the executed pages of their part:
+#: a file, or ``(file, (section files...))`` for a chapter with nested pages.
+STATIC_PAGES = {
+    "Teach": ("book/about/objectives",
+              ("book/exercises/index", ("book/exercises/tm_4_3", "book/exercises/om_2_1", "book/exercises/zoo")),
+              "book/glossary", "book/about/references"),
+    "About": ("book/about/reproducing",),
+}
+
+
+def _static_entry(entry) -> dict:
+    if isinstance(entry, str):
+        return {"file": entry}
+    file, sections = entry
+    return {"file": file, "sections": [{"file": f} for f in sections]}
 
 
 def _page_models(page: Page, profile: Profile) -> tuple[str, ...]:
@@ -188,7 +202,7 @@ def toc(profile: Profile, pages=PAGES) -> dict:
     parts = []
     for key, caption in PARTS.items():
         chapters = [e for page in pages if page.part == key for e in entries(page)]
-        chapters += [{"file": f} for f in STATIC_PAGES.get(key, ())]
+        chapters += [_static_entry(e) for e in STATIC_PAGES.get(key, ())]
         parts.append({"caption": caption, "chapters": chapters})
     return {"format": "jb-book", "root": "book/intro", "parts": parts}
 
