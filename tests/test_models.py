@@ -18,8 +18,17 @@ import torch
 from torch import nn
 
 from vitscope.models import (
-    CONVERTERS, MODELS, CheckpointError, CheckpointMismatchError, UnknownModelError, WeightsUnavailableError,
-    create_model, get_cfg, list_models, load_model, read_checkpoint,
+    CONVERTERS,
+    MODELS,
+    CheckpointError,
+    CheckpointMismatchError,
+    UnknownModelError,
+    WeightsUnavailableError,
+    create_model,
+    get_cfg,
+    list_models,
+    load_model,
+    read_checkpoint,
 )
 
 VIT = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
@@ -369,3 +378,63 @@ def test_timm_hub_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(WeightsUnavailableError, match=r"vit_base_patch16_224\.dino.*weights=PATH"):
         load_model("dino", **VIT)
+
+
+# ----------------------------------------------------------------------------- DINO training checkpoint, CLIP dtype
+
+def _dino_head(prefix: str, dim: int) -> dict:
+    """DINOHead's keys (3-layer MLP, weight-normalised last layer), as main_dino.py saves them."""
+    return {f"{prefix}mlp.0.weight": torch.randn(32, dim), f"{prefix}mlp.0.bias": torch.randn(32),
+            f"{prefix}mlp.2.weight": torch.randn(32, 32), f"{prefix}mlp.2.bias": torch.randn(32),
+            f"{prefix}mlp.4.weight": torch.randn(16, 32), f"{prefix}mlp.4.bias": torch.randn(16),
+            f"{prefix}last_layer.weight_g": torch.ones(64, 1), f"{prefix}last_layer.weight_v": torch.randn(64, 16)}
+
+
+@pytest.mark.parametrize("teacher_prefix", ["module.", ""])
+def test_dino_resnet_training_checkpoint_uses_the_teacher(tmp_path, teacher_prefix):
+    """main_dino.py's checkpoint: student (DDP: ``module.backbone.*``, ``module.head.*``) and teacher (DDP-wrapped
+    when the backbone has BatchNorm, as ResNet-50 does, else bare ``backbone.*``). The teacher must be loaded; the
+    student differs in every value, so reading it (or keeping any prefix) cannot pass."""
+    teacher_src = _perturb(create_model("resnet50-dino", **RESNET), seed=0)
+    student_src = _perturb(create_model("resnet50-dino", **RESNET), seed=1)
+    student = {f"module.backbone.{k}": v for k, v in student_src.state_dict().items()}
+    student.update(_dino_head("module.head.", 2048))
+    teacher = {f"{teacher_prefix}backbone.{k}": v for k, v in teacher_src.state_dict().items()}
+    teacher.update(_dino_head(f"{teacher_prefix}head.", 2048))
+    ckpt = {"student": student, "teacher": teacher, "epoch": 800, "args": argparse.Namespace(arch="resnet50"),
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.3, "params": [0]}]},
+            "dino_loss": {"center": torch.randn(1, 64)}}
+    path = _save(tmp_path, ckpt)
+    converted = CONVERTERS["dino_resnet"](read_checkpoint(path))
+    assert set(converted) == set(teacher_src.state_dict())
+    for k, v in teacher_src.state_dict().items():
+        assert torch.equal(converted[k], v), k
+    _roundtrip("resnet50-dino", path, teacher_src, **RESNET)
+    student_as_release = _save(tmp_path, {k[len("module.backbone."):]: v for k, v in student.items()
+                                          if k.startswith("module.backbone.")}, "student.pth")
+    with torch.no_grad():  # the two encoders really differ in output, so the round trip pins the teacher
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        assert not torch.allclose(load_model("resnet50-dino", weights=student_as_release, **RESNET)(x),
+                                  teacher_src(x), atol=1e-3)
+
+
+def test_dino_resnet_release_fills_missing_bn_counters():
+    """The released file (torchvision names, no fc, no counters): every BN gets num_batches_tracked = 0."""
+    src = create_model("resnet50-dino", **RESNET)
+    release = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    converted = CONVERTERS["dino_resnet"](dict(release, **{"fc.weight": torch.randn(10, 2048)}))
+    assert set(converted) == set(src.state_dict())
+    counters = [k for k in converted if k.endswith("num_batches_tracked")]
+    assert counters and all(converted[k].dtype == torch.long and int(converted[k]) == 0 for k in counters)
+
+
+def test_openai_clip_fp16_release_is_upcast():
+    """OpenAI ships fp16 weights; the converter returns float32 (a float32 model would otherwise round-trip them)."""
+    src = create_model("clip", **VIT, num_classes=16)
+    with torch.no_grad():
+        src.head.bias.zero_()
+    half = {k: v.half() if v.is_floating_point() else v for k, v in _to_openai_clip(src.state_dict()).items()}
+    converted = CONVERTERS["openai_clip"](half)
+    assert set(converted) == set(src.state_dict())
+    assert all(v.dtype == torch.float32 for v in converted.values())
+    assert torch.equal(converted["cls_token"], src.cls_token.detach().half().float())
