@@ -42,6 +42,7 @@ class Page:
     sections: tuple["Page", ...] = ()   # pages nested under this one in the TOC (e.g. its per-model copies)
     stage: int = 1
     depends_on: str = "profile"
+    inputs: tuple[str, ...] = ()   # more files or folders it reads (see vitscope.book.jobs.input_digests)
 
 
 PARTS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
@@ -56,6 +57,10 @@ PAGES = (
     Page("about_claims", "About", "Claims ledger", per_model=False, stage=2),
     Page("about_zoo", "About", "The mini-zoo", per_model=False, depends_on="zoo"),
     Page("about_models", "About", "The models", per_model=False, depends_on="none"),
+    Page("about_environment", "About", "Environment", per_model=False, depends_on="none",
+         inputs=("requirements.lock", "pyproject.toml", "@installed-packages")),
+    Page("about_reliability", "About", "Reliability", per_model=False, depends_on="none",
+         inputs=("tests", "@cache/tests/reliability.json")),
 )
 
 #: Hand-written pages (Markdown under book/), listed in the TOC after the executed pages of their part:
@@ -91,10 +96,10 @@ def plan(profile: Profile, pages=PAGES) -> list[Job]:
     for page in _flatten(pages):
         if page.per_model:
             jobs += [Job(page.notebook, GENERATED / page.notebook / f"{m}.ipynb", {"model": m, "profile": profile.name},
-                         f"{page.title}: {get_cfg(m).display}", (m,), page.stage) for m in profile.models]
+                         f"{page.title}: {get_cfg(m).display}", (m,), page.stage, page.inputs) for m in profile.models]
         else:
             jobs.append(Job(page.notebook, GENERATED / f"{page.notebook}.ipynb", {"profile": profile.name},
-                            page.title, _page_models(page, profile), page.stage))
+                            page.title, _page_models(page, profile), page.stage, page.inputs))
     return sorted(jobs, key=lambda j: j.stage)
 
 

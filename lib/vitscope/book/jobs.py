@@ -42,6 +42,7 @@ class Job:
     title: str
     models: tuple[str, ...]  # the models whose identity the page depends on
     stage: int = 0           # jobs of a stage may read products written by earlier stages
+    inputs: tuple[str, ...] = ()   # other things the page reads (:func:`input_digests`)
 
     @property
     def slug(self) -> str:
@@ -86,6 +87,25 @@ def model_identities(models) -> dict[str, dict]:
     return {m: model_identity(m) for m in models}
 
 
+def input_digests(inputs, root: Path) -> dict[str, str]:
+    """Digests of a page's other inputs: files or folders relative to the project root (a folder: its ``.py``
+    files), ``@cache/<path>`` under the cache root, and ``@installed-packages`` (every installed distribution
+    and its version: a page about the environment depends on all of them)."""
+    out = {}
+    for item in inputs:
+        if item == "@installed-packages":
+            dists = sorted({(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}.items())
+            out[item] = _digest(dists)
+            continue
+        path = cache_root() / item.removeprefix("@cache/") if item.startswith("@cache/") else root / item
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+            out[item] = _digest([(str(p.relative_to(path)), _file_digest(p)) for p in files])
+        else:
+            out[item] = _file_digest(path) if path.is_file() else "missing"
+    return out
+
+
 def stamp_path(job: Job) -> Path:
     return cache_root() / "book" / "stamps" / f"{job.slug}.json"
 
@@ -107,6 +127,7 @@ def fingerprint(job: Job, root: Path, profile: Profile, identities: dict[str, di
         "code": code_digest(),
         "models": {m: identities[m] for m in job.models},
         "libraries": library_versions(),
+        "inputs": input_digests(job.inputs, root),
     }
 
 
