@@ -1,4 +1,4 @@
-"""The ``vitscope`` command: ``models``, ``profiles``, ``book --profile demo``, ``zoo train --all``."""
+"""The ``vitscope`` command: ``models``, ``profiles``, ``book --profile demo``, ``data fetch|verify``, ``zoo train --all``."""
 from __future__ import annotations
 
 import argparse
@@ -10,12 +10,12 @@ def _models(args) -> int:
 
     names = list_models(args.paper)
     width = max(len(n) for n in names)
-    print(f"{'name':<{width}}  {'papers':<7} {'family':<24} {'weights':<58} licence")
+    weights = {n: MODELS[n].weights_description() for n in names}
+    wcol = max(len(w) for w in weights.values())
+    print(f"{'name':<{width}}  {'papers':<7} {'family':<24} {'weights':<{wcol}} licence")
     for name in names:
         c = MODELS[name]
-        src = {"timm": f"timm:{c.arch}.{c.timm_tag}", "url": c.url or "", "package": f"shipped: {c.filename}",
-               "random": f"random init, seed {c.seed}"}
-        print(f"{name:<{width}}  {'+'.join(c.papers):<7} {c.family:<24} {src[c.source]:<58} {c.license}")
+        print(f"{name:<{width}}  {'+'.join(c.papers):<7} {c.family:<24} {weights[name]:<{wcol}} {c.license}")
     return 0
 
 
@@ -31,9 +31,22 @@ def _profiles(args) -> int:
 def _book(args) -> int:
     from .book import build_book
 
-    html = build_book(args.profile, execute=not args.no_execute)
+    html, outcomes = build_book(args.profile, execute=not args.no_execute, n_jobs=args.jobs, executor=args.executor,
+                                force=args.force)
     print(f"[vitscope book] site written to {html / 'index.html'}")
-    return 0
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"[vitscope book] {len(failed)} page(s) failed; their pages show the error. Fix and re-run: "
+              "only the failed and changed pages execute again.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _data(args) -> int:
+    from .data.fetch import fetch_command, verify_command
+
+    if args.data_command == "fetch":
+        return fetch_command(args.name, args.root, retries=args.retries, progress=not args.no_progress)
+    return verify_command(args.name, args.root)
 
 
 def main(argv=None) -> int:
@@ -59,7 +72,24 @@ def main(argv=None) -> int:
     p = sub.add_parser("book", help="execute the notebooks of a profile and build the website")
     p.add_argument("--profile", default="demo", help="profile name in profiles/ (default: demo)")
     p.add_argument("--no-execute", action="store_true", help="only rebuild the HTML from executed notebooks")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="execute up to N pages at once (local executor; default 1)")
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="where pages execute: this machine (default), a Slurm cluster through submitit, or "
+                        "submitit's local executor")
+    p.add_argument("--force", action="store_true", help="execute every page, even those that are up to date")
     p.set_defaults(func=_book)
+    p = sub.add_parser("data", help="fetch or verify a dataset described by data_manifests/NAME.yml")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    for verb, text in (("fetch", "download, check (sha256) and safely unpack a dataset; resumable"),
+                       ("verify", "report what is missing or corrupt under a dataset root, with the fix")):
+        q = dsub.add_parser(verb, help=text)
+        q.add_argument("name", help="manifest name (see data_manifests/) or path to a .yml")
+        q.add_argument("--root", required=True, help="dataset root folder")
+        if verb == "fetch":
+            q.add_argument("--retries", type=int, default=2, help="resume attempts per file within one run")
+            q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_data)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -18,7 +18,7 @@ import torch.hub
 from torch import nn
 
 from .converters import CONVERTERS, ConversionError
-from .registry import ModelCfg, get_cfg
+from .registry import PACKAGED_WEIGHTS, ModelCfg, get_cfg  # noqa: F401 (PACKAGED_WEIGHTS re-exported)
 
 log = logging.getLogger(__name__)
 _LIST_AT_MOST = 10  # keys listed per category in a mismatch message
@@ -43,7 +43,7 @@ def create_model(cfg_or_name: str | ModelCfg, **arch_overrides) -> nn.Module:
     ``arch_kwargs`` (tests use them for tiny models). ``source="random"`` entries are seeded from ``cfg.seed``
     (same weights every call) without disturbing the caller's global RNG."""
     cfg = get_cfg(cfg_or_name)
-    if cfg.source != "random":
+    if not cfg.is_untrained:
         return _timm_create(cfg, pretrained=False, **arch_overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -60,28 +60,13 @@ def _timm_create(cfg: ModelCfg, pretrained: bool, **arch_overrides) -> nn.Module
 
 
 def weights_origin(cfg_or_name: str | ModelCfg) -> str:
-    """Where an entry's weights come from, for messages: the release URL, the timm hub page, or the seed."""
-    cfg = get_cfg(cfg_or_name)
-    if cfg.source == "url":
-        return cfg.url
-    if cfg.source == "timm":
-        hub_id = timm.models.get_pretrained_cfg(cfg.timm_name).hf_hub_id
-        return f"https://huggingface.co/{hub_id} (timm tag {cfg.timm_name})"
-    if cfg.source == "package":
-        return f"{packaged_path(cfg)} (shipped with vitscope; rebuild with `vitscope zoo train --model {cfg.name}`)"
-    return f"random init, seed {cfg.seed}"
-
-
-#: Where ``source="package"`` weights live: the mini-zoo shipped inside the package.
-PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "zoo" / "weights"
+    """Where an entry's weights come from, for messages (``ModelCfg.weights_origin``)."""
+    return get_cfg(cfg_or_name).weights_origin()
 
 
 def packaged_path(cfg_or_name: str | ModelCfg) -> Path:
-    """The shipped weights file of a ``source="package"`` entry."""
-    cfg = get_cfg(cfg_or_name)
-    if cfg.source != "package":
-        raise ValueError(f"model {cfg.name!r} has source {cfg.source!r}; only 'package' models ship weights")
-    return PACKAGED_WEIGHTS / cfg.filename
+    """The shipped weights file of a ``source="package"`` entry (``ModelCfg.packaged_path``)."""
+    return get_cfg(cfg_or_name).packaged_path()
 
 
 def expected_path(cfg_or_name: str | ModelCfg) -> Path:
@@ -99,21 +84,15 @@ def load_model(name: str | ModelCfg, weights: str | Path | None = None, device: 
     """The registry model ``name`` with its weights, in eval mode on ``device``.
 
     ``weights=None`` uses the entry's source (timm hub, official URL cached under torch hub's checkpoints dir,
-    a file shipped with vitscope, or seeded random init); ``weights=PATH`` loads a local file (.safetensors or torch pickle) through the
-    entry's converter. Raises ``WeightsUnavailableError`` (cannot fetch), ``FileNotFoundError`` (no such file),
+    a file shipped with vitscope, or seeded random init); ``weights=PATH`` loads a local file (.safetensors or
+    torch pickle) through the entry's converter. Raises ``WeightsUnavailableError`` (cannot fetch), ``FileNotFoundError`` (no such file),
     ``CheckpointError`` (unreadable file) or ``CheckpointMismatchError`` (keys/shapes differ).
     """
     cfg = get_cfg(name)
     if weights is not None:
         model = _load_from_file(cfg, Path(weights), arch_overrides)
-    elif cfg.source == "timm":
-        model = _load_from_timm_hub(cfg, arch_overrides)
-    elif cfg.source == "url":
-        model = _load_from_file(cfg, _fetch_release(cfg), arch_overrides)
-    elif cfg.source == "package":
-        model = _load_from_file(cfg, packaged_path(cfg), arch_overrides)
     else:
-        model = create_model(cfg, **arch_overrides)
+        model = _LOADERS[cfg.source](cfg, arch_overrides)
     return model.to(device).eval()
 
 
@@ -160,6 +139,15 @@ def _load_from_file(cfg: ModelCfg, path: Path, arch_overrides: dict) -> nn.Modul
     check_state_dict(sd, model, path=path, cfg=cfg)
     model.load_state_dict(sd, strict=True)
     return model
+
+
+#: How each weights source is loaded: the one place in loading that dispatches on ``ModelCfg.source``.
+_LOADERS = {
+    "timm": lambda cfg, kw: _load_from_timm_hub(cfg, kw),
+    "url": lambda cfg, kw: _load_from_file(cfg, _fetch_release(cfg), kw),
+    "package": lambda cfg, kw: _load_from_file(cfg, cfg.packaged_path(), kw),
+    "random": lambda cfg, kw: create_model(cfg, **kw),
+}
 
 
 def read_checkpoint(path: str | Path) -> Mapping:

@@ -13,9 +13,23 @@ The facts behind each entry (tags, strip rules, build kwargs) are in DESIGN.md Â
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from ..hints import did_you_mean
+
+#: Where ``source="package"`` weights live: the mini-zoo shipped inside the package.
+PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "zoo" / "weights"
+
+
+def file_digest(path, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 # Normalisation constants (same values as timm.data.constants; written out so the table reads on its own).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,6 +111,68 @@ class ModelCfg:
     def timm_name(self) -> str:
         """``arch.tag`` for timm-hub models (what ``timm.create_model`` is given), else the bare arch."""
         return f"{self.arch}.{self.timm_tag}" if self.timm_tag else self.arch
+
+    # The methods below are the only places that branch on ``source`` (as timm decides a pretrained source once,
+    # in ``_resolve_pretrained_source``); callers ask them instead of testing ``source`` themselves.
+
+    @property
+    def is_untrained(self) -> bool:
+        """True for the seeded random-init baselines (no weights file anywhere)."""
+        return self.source == "random"
+
+    @property
+    def is_shipped(self) -> bool:
+        """True for weights shipped inside vitscope (the mini-zoo)."""
+        return self.source == "package"
+
+    def packaged_path(self) -> Path:
+        """The shipped weights file of a ``source="package"`` entry (``vitscope/zoo/weights/<filename>``)."""
+        if not self.is_shipped:
+            raise ValueError(f"model {self.name!r} has source {self.source!r}; only 'package' models ship weights")
+        return PACKAGED_WEIGHTS / self.filename
+
+    def weights_identity(self, weights=None) -> str:
+        """What identifies the weights in a cache key: the sha256 of a file (``weights`` or the shipped file),
+        the seed of a random init, the timm tag, or the release URL (files downloaded from a pinned URL/tag)."""
+        if weights is not None:
+            return "sha256:" + file_digest(Path(weights))
+        return {"package": lambda: "sha256:" + file_digest(self.packaged_path()),
+                "random": lambda: f"random:seed={self.seed}",
+                "timm": lambda: f"timm:{self.arch}.{self.timm_tag}",
+                "url": lambda: f"url:{self.url}"}[self.source]()
+
+    def identity(self, weights=None) -> dict:
+        """Everything about this model that changes its features, for cache keys (``weights``: a local file that
+        replaces the entry's own weights)."""
+        return {"name": self.name, "arch": self.arch, "arch_kwargs": dict(self.arch_kwargs),
+                "converter": self.converter, "weights": self.weights_identity(weights),
+                "preprocess": asdict(self.preprocess)}
+
+    def architecture_description(self) -> str:
+        """The timm architecture and the build arguments that change its geometry (a ``vit_tiny_patch16_224``
+        built at 64 px with 8 px patches must not read as the 224 px, patch-16 model)."""
+        geometry = [f"{k}={self.arch_kwargs[k]}" for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+                    if k in self.arch_kwargs]
+        return self.arch + (f" ({', '.join(geometry)})" if geometry else "")
+
+    def weights_description(self) -> str:
+        """Where the weights come from, in a few words for listings (the models page, ``vitscope models``)."""
+        return {"timm": f"timm hub: {self.timm_name}", "url": f"release file {self.filename}",
+                "package": f"shipped with vitscope: {self.filename}",
+                "random": f"random init (seed {self.seed})"}[self.source]
+
+    def weights_origin(self) -> str:
+        """Where the weights come from, for error messages: the release URL, the timm hub page, the shipped file
+        (and how to rebuild it), or the seed."""
+        if self.source == "timm":
+            import timm
+
+            hub_id = timm.models.get_pretrained_cfg(self.timm_name).hf_hub_id
+            return f"https://huggingface.co/{hub_id} (timm tag {self.timm_name})"
+        return {"url": lambda: self.url,
+                "package": lambda: (f"{self.packaged_path()} (shipped with vitscope; rebuild with "
+                                    f"`vitscope zoo train --model {self.name}`)"),
+                "random": lambda: f"random init, seed {self.seed}"}[self.source]()
 
 
 def _kw(**kwargs) -> FrozenDict:
