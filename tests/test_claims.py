@@ -57,6 +57,35 @@ def test_percentile_interval_is_nan_when_a_replicate_is_undefined():
         stats.percentile_interval(torch.tensor([0.1]), 95)
 
 
+def _np_seed_floor(values, weights):
+    """Brute force: every assignment of a seed's value to every slot of the contrast."""
+    import itertools
+    return max(abs(float(np.dot(weights, combo))) for combo in itertools.product(values, repeat=len(weights)))
+
+
+@pytest.mark.parametrize("values, weights", [
+    ([0.5910, 0.5911, 0.5909], [1.0, -1.0]),                 # model minus untrained: the largest seed difference
+    ([0.3, 0.7, 0.4, 0.65], [0.25, 0.25, 0.25, 0.25, -0.5, -0.5]),   # group means contrast
+    ([0.02, -0.04, 0.001], [1.0]),                           # a statistic that is 0 for identical networks
+    ([0.9, 0.95], [1.0, 0.5, -2.0]),                          # not zero-sum
+])
+def test_seed_floor_is_the_largest_contrast_over_seed_assignments(values, weights):
+    got = stats.seed_floor(torch.tensor(values, dtype=torch.float64), weights)
+    assert got == pytest.approx(_np_seed_floor(values, weights), abs=1e-12)
+
+
+def test_seed_floor_by_hand_and_its_input_checks():
+    # random-a/b/c end at 0.5910, 0.5912, 0.5905: the largest difference between two seeds is 0.0007
+    assert stats.seed_floor([0.5910, 0.5912, 0.5905], [1.0, -1.0]) == pytest.approx(7e-4, abs=1e-15)
+    assert stats.seed_floor([0.02, -0.04, 0.0], [1.0]) == pytest.approx(0.04, abs=1e-15)
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.seed_floor(torch.tensor([0.5]), torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="NaN"):
+        stats.seed_floor(torch.tensor([0.5, float("nan")]), torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="weights"):
+        stats.seed_floor(torch.tensor([0.5, 0.6]), torch.tensor([]))
+
+
 # ---------------------------------------------------------------- the rule on constructed cases
 def _iv(est, lo, hi):
     return Interval(est, lo, hi, 100, "images")
@@ -75,6 +104,29 @@ def _iv(est, lo, hi):
 ])
 def test_verdict_rule(effect, baseline, expected, verdict):
     assert decide(effect, baseline, expected, "random-a")[0] == verdict
+
+
+@pytest.mark.parametrize("effect, baseline, floor, baseline_floor, verdict, why", [
+    # the image interval excludes 0 but reaches inside the seed floor: two untrained seeds differ by as much
+    (_iv(8e-4, 1e-4, 1.4e-3), _iv(8e-4, 1e-4, 1.4e-3), 2e-4, 2e-4, claims.INCONCLUSIVE, "seed noise"),
+    (_iv(8e-4, 3e-4, 1.4e-3), _iv(8e-4, 3e-4, 1.4e-3), 2e-4, 2e-4, claims.HOLDS, "seed floor"),  # clears it
+    (_iv(-8e-4, -1.4e-3, -3e-4), _iv(-8e-4, -1.4e-3, -3e-4), 2e-4, 2e-4, claims.DOES_NOT_HOLD, "seed floor"),
+    # the effect clears its floor, the beyond-untrained contrast does not clear its own
+    (_iv(0.2, 0.1, 0.3), _iv(0.04, 0.03, 0.05), 0.01, 0.02 + 0.04, claims.INCONCLUSIVE, "seed noise"),
+    (_iv(0.2, 0.1, 0.3), _iv(0.04, 0.03, 0.05), 0.01, 0.02, claims.HOLDS, "seed floor"),
+])
+def test_verdict_rule_with_a_seed_floor(effect, baseline, floor, baseline_floor, verdict, why):
+    got, reason = decide(effect, baseline, 1, "random-a", floor, baseline_floor, ("random-a", "random-b"))
+    assert got == verdict and why in reason
+    assert decide(effect, baseline, 1, "random-a")[0] in (claims.HOLDS, claims.DOES_NOT_HOLD)   # no seeds: passes
+
+
+def test_interval_clears_a_floor_on_either_side_only_when_wholly_beyond_it():
+    iv = _iv(0.5, 0.3, 0.7)
+    assert (iv.clears(0.0), iv.clears(0.29), iv.clears(0.3), iv.clears(float("nan"))) == (1, 1, 0, 0)
+    assert _iv(-0.5, -0.7, -0.3).clears(0.2) == -1 and _iv(0.0, -0.1, 0.1).clears(0.0) == 0
+    with pytest.raises(ValueError, match="floor"):
+        decide(iv, iv, 1, "random-a", floor=-0.1)
 
 
 def _per_image(last: dict, n=60, noise=0.02, seed=0, alternate=()):
@@ -110,6 +162,38 @@ def test_late_layer_check_on_constructed_tables():
     assert missing[0].verdict == claims.CANNOT_CHECK and "reconstruction" in missing[0].reason
 
 
+def test_late_layer_check_needs_to_clear_the_seed_floor():
+    from vitscope.sections.attention_distance import late_layer_check
+
+    # seeds end at 0.590, 0.592, 0.591 exactly (alternating noise): floor = 0.592 - 0.590 = 0.002 for every contrast
+    seeds = {"random-a": 0.590, "random-b": 0.592, "random-c": 0.591}
+    table = _per_image({"zoo-supervised": 0.5915, "zoo-dino": 0.600, "zoo-mae": 0.40, **seeds}, n=200, noise=5e-4,
+                       alternate=tuple(seeds))
+    with_seeds = {r.subject: r for r in late_layer_check(table, seeds=tuple(seeds))}
+    without = {r.subject: r for r in late_layer_check(table)}
+    sup, dino = with_seeds["zoo-supervised"], with_seeds["zoo-dino"]
+    assert sup.floor == pytest.approx(0.002) and sup.baseline_floor == pytest.approx(0.002)
+    assert sup.seeds == tuple(seeds) and sup.baseline_model == "random-a"
+    # +0.0015 beyond random-a: the image interval excludes 0, yet two untrained seeds differ by 0.002
+    assert sup.effect.sign == 1 and sup.verdict == claims.INCONCLUSIVE and "seed noise" in sup.reason
+    assert without["zoo-supervised"].verdict == claims.HOLDS              # the bootstrap alone would say holds
+    assert dino.effect.estimate == pytest.approx(0.010, abs=2e-4) and dino.verdict == claims.HOLDS   # 5x the floor
+    assert with_seeds["zoo-mae"].verdict == claims.HOLDS
+    with pytest.raises(ValueError, match="random-z"):
+        late_layer_check(table, seeds=("random-a", "random-z"))
+
+
+def test_noise_seeds_come_from_the_profile_and_are_checked():
+    from vitscope.profiles import Profile, load_profile
+
+    assert claims.noise_seeds(load_profile("demo")) == ["random-a", "random-b", "random-c"]
+    assert claims.noise_seeds(load_profile("paper")) == []
+    with pytest.raises(ValueError, match="trained"):
+        claims.noise_seeds(Profile("x", {"baselines": ["random-a", "zoo-dino"]}))
+    with pytest.raises(ValueError, match="at least two"):
+        claims.noise_seeds(Profile("x", {"baselines": ["random-a"]}))
+
+
 # ---------------------------------------------------------------- the catalogue and rendering
 def test_catalogue_covers_every_design_section_and_points_at_real_pages_and_checks():
     sections = {(c.paper, c.section.split(",")[0]) for c in CLAIMS.values()}
@@ -131,7 +215,12 @@ def test_show_and_ledger_report_verdicts_intervals_and_coverage():
     results = late_layer_check(_per_image({"zoo-dino": 0.58, "zoo-mae": 0.40, "random-a": 0.45}))
     md = claims.show(results).data
     assert "TM-4.3c" in md and "**holds**" in md and f"{results[0].effect.low:+.3f}" in md and "60 images" in md
-    assert "random-a" in md
+    assert "random-a" in md and "Seed floor" in md and "only noise measure" in md    # no seeds given: said so
+    seeded = late_layer_check(_per_image({"zoo-dino": 0.58, "zoo-mae": 0.40, "random-a": 0.45, "random-b": 0.46}),
+                              seeds=("random-a", "random-b"))
+    md = claims.show(seeded).data
+    assert "`random-b`" in md and f"±{seeded[0].floor:.4f}" in md and "only noise measure" not in md
+    assert claims.results_table(seeded)["seed_floor"].iloc[0] == pytest.approx(seeded[0].floor)
     table = claims.ledger(results)
     assert len(table) == len(CLAIMS) and table.set_index("id").loc["TM-4.3c", "verdict"] == claims.HOLDS
     assert table.set_index("id").loc["OM-2.1a", "verdict"] == "not run"

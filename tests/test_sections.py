@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from vitscope.book.build import PAGES, personalise, toc
 from vitscope.profiles import load_profile
-from vitscope.sections.attention_distance import late_layer_claim, layer_summary
+from vitscope.sections.attention_distance import layer_summary
 
 
 def _table(model, per_block):
@@ -23,23 +23,13 @@ def test_layer_summary_by_hand():
     assert s["last"] == pytest.approx(0.36) and s["late_rise"] == pytest.approx(0.15) and s["depth"] == 4
 
 
-def test_late_layer_claim_needs_both_groups_and_orders_them():
-    only_random = layer_summary(pd.concat([_table("random-a", [0.3, 0.4]), _table("random-b", [0.3, 0.2])]))
-    assert late_layer_claim(only_random) is None
-    s = layer_summary(pd.concat([_table("dino", [0.3, 0.5]), _table("mae", [0.3, 0.2]), _table("fs", [0.3, 0.4])]))
-    claim = late_layer_claim(s)
-    assert claim["holds"] and claim["reconstruction_models"] == ["mae"]
-    assert claim["global_late_last"] == pytest.approx((0.51 + 0.41) / 2)
-    flipped = layer_summary(pd.concat([_table("dino", [0.3, 0.1]), _table("mae", [0.3, 0.6])]))
-    assert not late_layer_claim(flipped)["holds"]
-
-
 def test_toc_nests_per_model_pages_under_their_overview():
     profile = load_profile("demo")
     parts = {p["caption"]: p["chapters"] for p in toc(profile)["parts"]}
-    tm = next(iter(parts.values()))
-    assert tm[0]["file"] == "book/generated/tm_4_3_overview"
-    assert [s["file"].rsplit("/", 1)[1] for s in tm[0]["sections"]] == profile.models
+    tm = {c["file"]: c for c in next(iter(parts.values()))}
+    overview = tm["book/generated/tm_4_3_overview"]
+    assert [s["file"] for s in overview["sections"]] == [
+        f"book/generated/tm_4_3_attention_distance/{m}" for m in profile.models]
     names = [p.notebook for p in PAGES]
     assert len(names) == len(set(names))
 
@@ -94,22 +84,6 @@ def _cka_rows(pairs: dict, depth: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_joint_embedding_claim_by_hand():
-    from vitscope.sections.cka import joint_embedding_claim, same_depth
-    table = _cka_rows({("zoo-mocov3", "zoo-dino"): [0.9, 0.8, 0.7], ("zoo-mocov3", "zoo-mae"): [0.6, 0.3, 0.3],
-                       ("zoo-dino", "zoo-mae"): [0.9, 0.3, 0.0], ("zoo-dino", "random-a"): [1.0, 1.0, 1.0]})
-    assert len(same_depth(table)) == 12   # the self-pair and every off-diagonal entry are left out
-    claim = joint_embedding_claim(table)
-    assert claim["joint_embedding_pairs"] == {"zoo-mocov3 vs zoo-dino": pytest.approx(0.8)}
-    assert claim["mixed_pairs"] == {"zoo-mocov3 vs zoo-mae": pytest.approx(0.4),
-                                    "zoo-dino vs zoo-mae": pytest.approx(0.4)}
-    assert claim["mixed_mean"] == pytest.approx(0.4) and claim["holds"]   # random-a belongs to neither group
-    flipped = _cka_rows({("zoo-mocov3", "zoo-dino"): [0.1, 0.1, 0.1], ("zoo-dino", "zoo-mae"): [0.5, 0.5, 0.5]})
-    assert not joint_embedding_claim(flipped)["holds"]
-    assert joint_embedding_claim(_cka_rows({("zoo-dino", "zoo-mae"): [0.5, 0.5, 0.5]})) is None
-
-
-# ---------------------------------------------------------------- issue 17 mutants and the claim checks
 def test_distance_table_mean_and_spread_match_numpy():
     import torch
     from vitscope.sections.attention_distance import distance_table
@@ -169,16 +143,13 @@ def test_cka_table_rows_name_model_a_on_the_rows():
 
 
 def test_pair_kind_counts_only_joint_embedding_vs_reconstruction_as_mixed():
-    from vitscope.sections.cka import joint_embedding_claim, pair_kind
+    from vitscope.sections.cka import pair_kind
 
     assert pair_kind("contrastive", "self-distillation") == "joint-embedding"
     assert pair_kind("masked-reconstruction", "contrastive") == "mixed"
     assert pair_kind("masked-reconstruction", "random") is None
     assert pair_kind("masked-reconstruction", "masked-token-prediction") is None
     assert pair_kind("supervised", "contrastive") is None
-    claim = joint_embedding_claim(_cka_rows({("zoo-mocov3", "zoo-dino"): [0.9] * 3, ("zoo-dino", "zoo-mae"): [0.5] * 3,
-                                             ("zoo-mae", "random-a"): [1.0] * 3, ("zoo-mae", "zoo-beit"): [1.0] * 3}))
-    assert claim["mixed_pairs"] == {"zoo-dino vs zoo-mae": pytest.approx(0.5)}
 
 
 def _terms(cka_by_pair: dict, sites=("block", "norm1", "qkv", "fc1"), depth=3, k=10, noise=0.01) -> pd.DataFrame:
@@ -233,6 +204,53 @@ def test_layer_type_check_compares_fc1_with_attention_and_norm_beyond_baseline()
                                     ("zoo-mocov3", "random-a"): flat}))[0].verdict == DOES_NOT_HOLD
 
 
+SEEDS = ("random-a", "random-b", "random-c")
+
+
+def test_joint_embedding_check_needs_to_clear_the_seed_floor():
+    from vitscope.claims import HOLDS, INCONCLUSIVE
+    from vitscope.sections.cka import joint_embedding_check
+
+    # untrained seeds are alike at 0.99, 0.995, 0.96: the floor of "pair minus pair" is 0.995 - 0.96 = 0.035
+    seed_pairs = {("random-a", "random-b"): 0.99, ("random-a", "random-c"): 0.995, ("random-b", "random-c"): 0.96}
+    # each JE model vs random-a/b/c: (0.30 + 0.30)/2, (0.32 + 0.32)/2, (0.36 + 0.36)/2 -> swapping the baseline seed
+    # moves the beyond-untrained contrast by up to 0.36 - 0.30 = 0.06
+    to_seeds = {(m, s): v for m in ("zoo-mocov3", "zoo-dino") for s, v in zip(SEEDS, (0.30, 0.32, 0.36))}
+    clear = {("zoo-mocov3", "zoo-dino"): 0.9, ("zoo-mocov3", "zoo-mae"): 0.5, ("zoo-dino", "zoo-mae"): 0.6}
+    r = joint_embedding_check(_terms({**clear, **to_seeds, **seed_pairs}, noise=0.002), seeds=SEEDS)
+    assert r[0].floor == pytest.approx(0.035, abs=0.003) and r[0].baseline_floor == pytest.approx(0.06, abs=0.003)
+    assert r[0].verdict == HOLDS and r[0].seeds == SEEDS
+    # a JE pair 0.02 more alike than the mixed pairs: the minibatch interval excludes 0, the seed floor does not
+    near = {("zoo-mocov3", "zoo-dino"): 0.62, ("zoo-mocov3", "zoo-mae"): 0.6, ("zoo-dino", "zoo-mae"): 0.6}
+    terms = _terms({**near, **to_seeds, **seed_pairs}, noise=0.002)
+    r = joint_embedding_check(terms, seeds=SEEDS)
+    assert r[0].effect.sign == 1 and r[0].verdict == INCONCLUSIVE and "seed noise" in r[0].reason
+    assert joint_embedding_check(terms)[0].verdict == HOLDS            # without seeds the bootstrap alone passes it
+    with pytest.raises(ValueError, match="three"):
+        joint_embedding_check(terms, seeds=SEEDS[:2])
+
+
+def test_layer_type_check_needs_to_clear_the_gap_between_untrained_seeds():
+    from vitscope.claims import HOLDS, INCONCLUSIVE
+    from vitscope.sections.cka import layer_type_check
+
+    def gap(g, level=0.5):       # fc1 minus the attention sites = g
+        return {"block": level, "norm1": level, "qkv": level, "fc1": level + g}
+
+    # untrained seed pairs show layer-type gaps +0.02, -0.04, 0: the effect floor is 0.04
+    seed_pairs = {("random-a", "random-b"): gap(0.02, 0.95), ("random-a", "random-c"): gap(-0.04, 0.95),
+                  ("random-b", "random-c"): gap(0.0, 0.95)}
+    # MoCo-v3 vs random-a/b/c gaps 0, 0.01, -0.01: swapping the baseline moves the contrast by up to 0.02
+    to_seeds = {("zoo-mocov3", s): gap(g) for s, g in zip(SEEDS, (0.0, 0.01, -0.01))}
+    r = layer_type_check(_terms({("zoo-mocov3", "zoo-mae"): gap(0.3), **to_seeds, **seed_pairs}, noise=0.002),
+                         seeds=SEEDS)
+    assert r[0].floor == pytest.approx(0.04, abs=0.003) and r[0].baseline_floor == pytest.approx(0.02, abs=0.003)
+    assert r[0].verdict == HOLDS
+    small = _terms({("zoo-mocov3", "zoo-mae"): gap(0.03), **to_seeds, **seed_pairs}, noise=0.002)
+    r = layer_type_check(small, seeds=SEEDS)
+    assert r[0].effect.sign == 1 and r[0].verdict == INCONCLUSIVE and "seed noise" in r[0].reason
+
+
 def test_batch_terms_reproduce_the_cka_table():
     import torch
     from vitscope.kernels.stats import cka_from_batch_terms
@@ -246,3 +264,17 @@ def test_batch_terms_reproduce_the_cka_table():
     ref = same_depth(table_from_grams(grams)).sort_values("index").cka.to_numpy()
     assert cka.numpy() == pytest.approx(ref)
     assert ref == pytest.approx([_np_minibatch_cka(f["zoo-dino"][i], f["zoo-mae"][i], 8) for i in range(2)])
+
+
+def test_estimator_comparison_matches_rows_by_key_not_position():
+    from vitscope.sections.cka import estimator_comparison
+
+    ref = _cka_rows({("zoo-dino", "zoo-mae"): [0.5, 0.6, 0.7]})
+    compat = ref.assign(cka=ref.cka + 0.1).iloc[::-1].reset_index(drop=True)     # same rows, other order
+    out = estimator_comparison(ref, compat)
+    assert out["difference"].to_numpy() == pytest.approx([0.1] * len(out))
+    assert out["cka"].to_numpy() == pytest.approx(
+        ref[(ref.model_a != ref.model_b) & (ref.site_a == ref.site_b)].groupby(["model_a", "model_b", "site_a"])
+        ["cka"].mean().to_numpy())
+    with pytest.raises(ValueError, match="do not cover"):
+        estimator_comparison(ref, compat.iloc[1:])

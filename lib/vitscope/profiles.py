@@ -18,10 +18,20 @@ def profile_dir() -> Path:
 
 #: What a profile may say: top-level keys, each section's keys, and a dataset entry's keys. A typo is an error
 #: naming the key and the closest known one, never a silently ignored setting. A new section registers here.
-TOP_LEVEL_KEYS = ("name", "title", "description", "device", "datasets", "models")
+TOP_LEVEL_KEYS = ("name", "title", "description", "device", "datasets", "models", "baselines")
 SECTION_KEYS = {
     "attention_distance": ("dataset",),
+    "cls_attention": ("dataset", "n_examples"),
+    "aaam": ("dataset",),
     "cka": ("dataset", "models", "batch_size", "max_examples", "tokens", "sites", "order", "mode"),
+    "last_layer_cka": ("dataset", "models", "batch_size", "max_examples", "order"),
+    "purity": ("dataset", "models", "k", "n_init", "max_iter", "seed", "algorithm", "noise"),
+    "knn": ("dataset", "folds", "ks", "k", "temperature"),
+    "invariance": ("dataset", "augmentations"),
+    "agreement": ("models", "ks"),
+    "probes": ("dataset", "models", "test_fraction", "optimizer", "batch_size", "lrs", "weight_decays", "epochs",
+               "warmup_epochs", "depths", "best_k"),
+    "cka_convergence": ("dataset", "models", "batch_sizes", "examples", "layers", "tokens", "repeats"),
 }
 DATASET_KEYS = ("manifest", "root", "synthetic", "per_class", "num_classes")
 
@@ -61,8 +71,10 @@ class Profile:
         return list(self.raw["models"])
 
     def all_models(self) -> list[str]:
-        """Every model the profile names: its ``models`` and any section's own ``models`` list, in order."""
+        """Every model the profile names: its ``models``, its untrained ``baselines`` (the seeds of the claims'
+        noise floor) and any section's own ``models`` list, in order, each once."""
         names = list(self.models)
+        names += [m for m in self.raw.get("baselines", []) if m not in names]
         for value in self.raw.values():
             if isinstance(value, dict) and isinstance(value.get("models"), list):
                 names += [m for m in value["models"] if m not in names]

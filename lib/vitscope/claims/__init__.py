@@ -2,13 +2,15 @@
 
 ``catalogue``  every claim (paper, section, figure, statement, page, check) — :data:`CLAIMS`
 ``verdict``    the rule: holds / does not hold / inconclusive / cannot be checked — :func:`judge`
+``baseline``   the untrained baseline of a comparison and the profile's untrained seeds (:func:`noise_seeds`)
 ``render``     :func:`show` (a page's claims as MyST), :func:`ledger` and :func:`coverage` (the Claims page)
 
 The checks themselves live with their sections (``vitscope.sections.<section>.check_claims``); this package
 imports them only when :func:`run_checks` is called, so sections can import the verdict rule from here.
 """
+from .baseline import noise_seeds, untrained_baseline
 from .catalogue import CLAIMS, PAPERS, Claim, claims_for_page, get_claim
-from .render import coverage, ledger, results_table, run_checks, show
+from .render import coverage, ledger, results_table, rule_note, run_checks, show
 from .verdict import (
                       CANNOT_CHECK,
                       CONFIDENCE,
@@ -27,4 +29,5 @@ from .verdict import (
 
 __all__ = ["CANNOT_CHECK", "CLAIMS", "CONFIDENCE", "DOES_NOT_HOLD", "HOLDS", "INCONCLUSIVE", "N_RESAMPLES", "PAPERS",
            "SEED", "VERDICTS", "Claim", "ClaimResult", "Interval", "cannot_check", "claims_for_page", "coverage",
-           "decide", "get_claim", "judge", "ledger", "results_table", "run_checks", "show"]
+           "decide", "get_claim", "judge", "ledger", "noise_seeds", "results_table", "rule_note", "run_checks", "show",
+           "untrained_baseline"]

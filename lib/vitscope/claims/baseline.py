@@ -14,3 +14,26 @@ def untrained_baseline(model_names, like=None) -> str | None:
         if c.family == "random" and (ref is None or (c.arch, c.arch_kwargs) == (ref.arch, ref.arch_kwargs)):
             return c.name
     return None
+
+
+#: The profile key naming the untrained seeds whose spread is the seed noise floor (see :mod:`.verdict`).
+SEEDS_KEY = "baselines"
+
+
+def noise_seeds(profile) -> list[str]:
+    """The untrained seeds a profile names for the seed noise floor (its top-level ``baselines`` list), checked:
+    every name is an untrained (``family="random"``) registry model and all share one architecture. ``[]`` when the
+    profile names none (then the bootstrap is the only noise measure)."""
+    names = list(profile.raw.get(SEEDS_KEY) or [])
+    cfgs = [registry.get_cfg(m) for m in names]
+    trained = [c.name for c in cfgs if c.family != "random"]
+    if trained:
+        raise ValueError(f"Profile {profile.name!r}: {SEEDS_KEY} lists trained models {trained}; it names untrained "
+                         "seeds of one architecture (family 'random', e.g. random-a, random-b, random-c)")
+    if len({(c.arch, repr(c.arch_kwargs)) for c in cfgs}) > 1:
+        raise ValueError(f"Profile {profile.name!r}: the {SEEDS_KEY} {names} differ in architecture; the seed floor "
+                         "compares seeds of one architecture, so list seeds of the models' architecture only")
+    if len(names) == 1:
+        raise ValueError(f"Profile {profile.name!r}: {SEEDS_KEY} names one seed ({names[0]}); a seed spread needs "
+                         "at least two (three for CKA, which compares pairs of seeds)")
+    return names

@@ -15,6 +15,14 @@ PAPERS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
 
 _AD = "vitscope.sections.attention_distance.check_claims"
 _CKA = "vitscope.sections.cka.check_claims"
+_LAST_CKA = "vitscope.sections.last_layer_cka.check_claims"
+_PURITY = "vitscope.sections.purity.check_claims"
+_KNN_TM = "vitscope.sections.knn.check_tm_claims"
+_KNN_OM = "vitscope.sections.knn.check_om_claims"
+_INVARIANCE = "vitscope.sections.invariance.check_claims"
+_AGREEMENT = "vitscope.sections.agreement.check_claims"
+_CLS_MAPS = "vitscope.sections.cls_attention.check_claims"
+_AAAM = "vitscope.sections.aaam.check_claims"
 
 
 @dataclass(frozen=True)
@@ -33,20 +41,20 @@ _ROWS = (
     Claim("TM-4.1a", "TM", "4.1", "Fig. 2",
           ("In mid-to-final layers, DINO's and MoCo's CLS attention maps are centred blobs on the salient "
            "foreground object."),
-          page=None, check=None),
+          page="tm_4_1_overview", check=_CLS_MAPS),
     Claim("TM-4.1b", "TM", "4.1", "Fig. 2",
           "MAE's and BEiT's late-layer attention maps are more diverse and cover more of the image.",
-          page=None, check=None),
+          page="tm_4_1_overview", check=_CLS_MAPS),
     Claim("TM-4.1c", "TM", "4.1", "Fig. 2",
           ("FS's and CLIP's mid-to-final layers attend to Sparse Repeating Patterns with no spatial meaning, in "
            "CLS and spatial tokens alike."),
-          page=None, check=None),
+          page="tm_4_1_overview", check=_CLS_MAPS),
     Claim("TM-4.2a", "TM", "4.2", "Fig. 3",
           "Aligned aggregated attention maps show strict, soft, axial and offset local attention heads.",
-          page=None, check=None),
+          page="tm_4_2_overview", check=None),
     Claim("TM-4.2b", "TM", "4.2", "Fig. 3",
           "Offset local attention heads occur in all six models.",
-          page=None, check=None),
+          page="tm_4_2_overview", check=_AAAM),
     Claim("TM-4.3a", "TM", "4.3", "Fig. 4 (left)",
           "Most layers of every model mix local and global attention heads.",
           page="tm_4_3_overview", check=None),
@@ -74,28 +82,28 @@ _ROWS = (
           page=None, check=None),
     Claim("TM-5.1a", "TM", "5.1", "Fig. 6 (left)",
           "Last-block CLS tokens are most alike for alike supervision; MoCo and DINO are very similar.",
-          page=None, check=None),
+          page="tm_5_1_last_layer_cka", check=_LAST_CKA),
     Claim("TM-5.1b", "TM", "5.1", "Fig. 6 (left)",
           "MAE's last-block CLS token is as similar to DINO's and MoCo's as to BEiT's.",
-          page=None, check=None),
+          page="tm_5_1_last_layer_cka", check=_LAST_CKA),
     Claim("TM-5.1c", "TM", "5.1", "Fig. 6 (right)",
           ("Last-block spatial tokens: FS and CLIP are dissimilar, while DINO, MAE and MoCo are highly similar "
            "to each other and less so to BEiT."),
-          page=None, check=None),
+          page="tm_5_1_last_layer_cka", check=_LAST_CKA),
     Claim("TM-5.2a", "TM", "5.2", "Fig. 7 (left)",
           "CLS-token cluster purity (k-means, k=50) rises with depth, except in BEiT's last layers.",
-          page=None, check=None),
+          page="tm_5_2_overview", check=_PURITY),
     Claim("TM-5.2b", "TM", "5.2", "Fig. 7 (left)",
           ("FS has the purest CLS clusters, then CLIP, with DINO and MoCo close; MAE and BEiT are lowest but "
            "above random chance."),
-          page=None, check=None),
+          page="tm_5_2_overview", check=_PURITY),
     Claim("TM-5.2c", "TM", "5.2", "Fig. 7 (left)",
           "Semantic information emerges in earlier layers for DINO and MoCo.",
-          page=None, check=None),
+          page="tm_5_2_overview", check=None),
     Claim("TM-5.2d", "TM", "5.2", "Fig. 7 (right)",
           ("Pooled spatial-token purity rises earlier than CLS purity for FS and falls in the final layers of "
            "the other models."),
-          page=None, check=None),
+          page="tm_5_2_overview", check=None),
     Claim("TM-5.3a", "TM", "5.3", "Fig. 8 (left)",
           ("Object-level (COCO) purity is highest for CLIP and FS, then DINO and MoCo, and much lower for MAE "
            "and BEiT."),
@@ -110,7 +118,7 @@ _ROWS = (
     Claim("TM-6.1a", "TM", "6.1", "Fig. 9 (left)",
           ("k-NN (k=20) accuracy is highest for FS; DINO and MoCo separate classes in earlier layers; FS and "
            "CLIP jump in the last layers; MAE beats BEiT and both beat chance."),
-          page=None, check=None),
+          page="tm_6_1_overview", check=_KNN_TM),
     Claim("TM-6.1b", "TM", "6.1", "Fig. 9 (right)",
           "ROxford5k (Medium) retrieval mAP follows k-NN: FS, then CLIP, then DINO and MoCo, then MAE and BEiT.",
           page=None, check=None),
@@ -124,7 +132,7 @@ _ROWS = (
           page=None, check=None),
     Claim("TM-T1a", "TM", "6.3", "Table 1",
           "Image-level tasks (k-NN, retrieval) peak at the last layer for most models.",
-          page=None, check=None),
+          page="tm_6_1_overview", check=_KNN_TM),
     Claim("TM-T1b", "TM", "6.3", "Table 1",
           "Local tasks (DAVIS, SPair-71k) peak a few layers before the last.",
           page=None, check=None),
@@ -151,7 +159,7 @@ _ROWS = (
     Claim("OM-2.1e", "OM", "2.1, App. F", "Fig. 12",
           ("Per-block k-NN accuracy diverges between joint-embedding and reconstruction ViTs by block 3, and the "
            "joint-embedding models' last CLS k-NN matches their linear probe."),
-          page=None, check=None),
+          page="om_2_2_knn", check=_KNN_OM),
     Claim("OM-B.1", "OM", "App. B.1", "Fig. 6",
           "Minibatch CKA is stable for batch sizes of 32 or more and 1024 or more examples.",
           page=None, check=None),
@@ -170,14 +178,14 @@ _ROWS = (
     Claim("OM-2.2d", "OM", "2.2", "Fig. 3",
           ("RCDM samples show joint-embedding representations invariant to horizontal flips and reconstruction "
            "representations not."),
-          page=None, check=None),
+          page="om_2_2_invariance", check=_INVARIANCE),
     Claim("OM-F.a", "OM", "App. F", "Fig. 13",
           ("Top-5/top-10 prediction rankings agree more (Kendall tau) between MoCo-v3 and DINO than with MAE, on "
            "all, correct and incorrect predictions."),
-          page=None, check=None),
+          page="om_app_f_agreement", check=_AGREEMENT),
     Claim("OM-F.b", "OM", "App. F", "Fig. 13",
           "Top-1 predictions agree more between DINO and MoCo-v3 (F1 0.93) than between MAE and MoCo-v3 (0.88).",
-          page=None, check=None),
+          page="om_app_f_agreement", check=_AGREEMENT),
     Claim("OM-2.3a", "OM", "2.3", "Figs. 4, 8",
           ("Fine-tuned MAE is highly similar to pre-trained MoCo-v3 and DINO, and stays so after they are "
            "fine-tuned too, except in later layers."),

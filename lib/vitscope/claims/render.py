@@ -17,18 +17,26 @@ def _interval(iv: Interval | None) -> str:
     return f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
 
 
+def _floor(value: float | None) -> str:
+    return "–" if value is None else f"±{value:.4f}"
+
+
 def results_table(results: Iterable[ClaimResult]) -> pd.DataFrame:
-    """One row per judged comparison: ``claim, subject, measure, verdict, effect, low, high, baseline_model,
-    beyond_baseline, beyond_low, beyond_high, n, unit, reason`` (numbers NaN where there is none)."""
+    """One row per judged comparison: ``claim, subject, measure, verdict, effect, low, high, seed_floor,
+    baseline_model, beyond_baseline, beyond_low, beyond_high, beyond_seed_floor, seeds, n, unit, reason`` (numbers
+    NaN where there is none; ``seeds`` the untrained seeds of the floors, comma-separated, "" without)."""
     nan = float("nan")
     rows = []
     for r in results:
         e, b = r.effect, r.baseline
         rows.append({"claim": r.claim, "subject": r.subject, "measure": r.measure, "verdict": r.verdict,
                      "effect": e.estimate if e else nan, "low": e.low if e else nan, "high": e.high if e else nan,
+                     "seed_floor": nan if r.floor is None else r.floor,
                      "baseline_model": r.baseline_model, "beyond_baseline": b.estimate if b else nan,
                      "beyond_low": b.low if b else nan, "beyond_high": b.high if b else nan,
-                     "n": e.n if e else None, "unit": e.unit if e else None, "reason": r.reason})
+                     "beyond_seed_floor": nan if r.baseline_floor is None else r.baseline_floor,
+                     "seeds": ", ".join(r.seeds), "n": e.n if e else None, "unit": e.unit if e else None,
+                     "reason": r.reason})
     return pd.DataFrame(rows)
 
 
@@ -41,25 +49,45 @@ def _claim_block(claim: Claim, results: list[ClaimResult]) -> str:
     base = next((r.baseline_model for r in results if r.baseline_model), None)
     beyond = f"Beyond untrained `{base}` [{pct}]" if base else "Beyond untrained baseline"
     lines = [f"**{claim.id}** ({_cite(claim)}): {claim.statement}", "",
-             f"| Compared | Effect [{pct} interval] | {beyond} | n | Verdict |", "|---|---|---|---|---|"]
+             f"| Compared | Effect [{pct} interval] | {beyond} | Seed floor (effect; beyond) | n | Verdict |",
+             "|---|---|---|---|---|---|"]
     for r in results:
         n = f"{r.effect.n} {r.effect.unit}" if r.effect else "–"
         subject = f"{r.subject}: {r.measure}" if r.measure else r.subject
-        lines.append(f"| {subject} | {_interval(r.effect)} | {_interval(r.baseline)} | {n} | "
-                     f"**{r.verdict}**: {r.reason} |")
+        lines.append(f"| {subject} | {_interval(r.effect)} | {_interval(r.baseline)} | "
+                     f"{_floor(r.floor)}; {_floor(r.baseline_floor)} | {n} | **{r.verdict}**: {r.reason} |")
     return "\n".join(lines)
 
 
 RULE = ("A claim **holds** or **does not hold** only when the bootstrap interval of its effect excludes 0 *and* the "
         "effect exceeds what an untrained ViT of the same architecture gives (the column *beyond untrained*: the "
         "effect minus the same effect with the untrained model in place of the trained one); otherwise it is "
-        "**inconclusive**. Intervals: {pct} percentile bootstrap, {n} resamples, fixed seed. The rule and its "
+        "**inconclusive**. Intervals: {pct} percentile bootstrap, {n} resamples, fixed seed.{seeds} The rule and its "
         "reasons are on the page *Claims ledger*.")
+
+SEEDS_RULE = (" Both intervals must also lie wholly beyond their **seed floor** (±, from the untrained seeds "
+              "{seeds}): the effect's is the most the same contrast reaches with untrained seeds in place of its "
+              "models; the beyond-untrained contrast's is how far it moves when the baseline is swapped for another "
+              "seed. A difference an untrained network shows between two of its own seeds is not evidence of training.")
+
+NO_SEEDS_RULE = (" This profile names no untrained seeds (its `baselines` key), so the bootstrap over images or "
+                 "minibatches is the only noise measure here: seed-to-seed variation is not accounted for.")
+
+
+def rule_note(seeds: Iterable[str] | None) -> str:
+    """The verdict rule in one paragraph, naming the untrained ``seeds`` that set the seed floors; ``[]`` says the
+    profile has none (the bootstrap is the only noise measure), ``None`` leaves seeds unmentioned."""
+    if seeds is None:
+        seeds_text = ""
+    else:
+        seeds = list(seeds)
+        seeds_text = SEEDS_RULE.format(seeds=", ".join(f"`{s}`" for s in seeds)) if seeds else NO_SEEDS_RULE
+    return RULE.format(pct=f"{100 * CONFIDENCE:g} %", n=N_RESAMPLES, seeds=seeds_text)
 
 
 def show(results: Iterable[ClaimResult]) -> Markdown:
     """The claims a page checks, as MyST Markdown: per claim its statement and citation, then a table of every
-    comparison (effect with interval, the same beyond the untrained baseline, n, verdict and why).
+    comparison (effect with interval, the same beyond the untrained baseline, their seed floors, n, verdict and why).
 
     Call it as the last line of a notebook cell, e.g. ``claims.show(attention_distance.check_claims(models, run))``.
     """
@@ -69,7 +97,8 @@ def show(results: Iterable[ClaimResult]) -> Markdown:
     by_claim: dict[str, list[ClaimResult]] = {}
     for r in results:
         by_claim.setdefault(r.claim, []).append(r)
-    note = RULE.format(pct=f"{100 * CONFIDENCE:g} %", n=N_RESAMPLES)
+    judged = [r for r in results if r.effect is not None]    # cannot-check rows carry no seeds either way
+    note = rule_note(list(dict.fromkeys(s for r in judged for s in r.seeds)) if judged else None)
     blocks = [f"```{{note}}\n{note}\n```"] + [_claim_block(get_claim(c), rs) for c, rs in by_claim.items()]
     return Markdown("\n\n".join(blocks) + "\n")
 

@@ -6,10 +6,25 @@ One rule for every claim and every page (the Claims page writes it out):
 2. the claim's **effect** (a contrast the paper predicts to be positive or negative) gets a bootstrap interval
    (over images, or over CKA minibatches; :mod:`vitscope.kernels.stats`). If the interval includes zero the
    difference is within noise: *inconclusive*;
-3. the **baseline contrast** is the effect minus the same effect with the untrained ViT of the same architecture
+3. where the profile names untrained **seeds** of the claim's architecture (its ``baselines`` key), the effect must
+   also clear their **seed floor**: the whole interval must lie beyond ``±floor``, where ``floor`` is the largest
+   value the same contrast takes when its models are replaced by untrained seeds
+   (:func:`vitscope.kernels.stats.seed_floor`; for "model minus untrained" the largest |difference| between two
+   seeds). Otherwise an untrained network differs from itself by as much: *inconclusive*. Without seeds the
+   bootstrap is the only noise measure, and the page says so;
+4. the **baseline contrast** is the effect minus the same effect with the untrained ViT of the same architecture
    put in place of the trained side the claim is about (e.g. "DINO vs MoCo-v3" minus "DINO vs random-a"). If it is
-   missing, within noise, or of the other sign, an untrained network already produces the effect: *inconclusive*;
-4. otherwise the effect's sign decides: the predicted sign *holds*, the opposite sign *does not hold*.
+   missing, within noise (its interval includes 0, or reaches inside its own seed floor: how far the contrast moves
+   when the baseline is swapped for another untrained seed, i.e. what it would show if the trained side were one
+   more seed), or of the other sign, an untrained network already produces the effect: *inconclusive*;
+5. otherwise the effect's sign decides: the predicted sign *holds*, the opposite sign *does not hold*.
+
+Why the seed floor is the largest seed-to-seed difference, not a bootstrap or a standard deviation over seeds: a
+profile has a handful of seeds (three in the demo), so a standard deviation rests on two degrees of freedom and a
+bootstrap over three seeds has ten distinct resamples; the observed extreme needs no distributional assumption and
+reads directly as "an untrained network shows a difference this large between two of its own seeds". Why the
+interval must clear it (rather than the estimate alone): image sampling and seed are separate noise sources, and a
+verdict should survive both at once.
 """
 from __future__ import annotations
 
@@ -45,11 +60,16 @@ class Interval:
     @property
     def sign(self) -> int:
         """+1 / -1 when the interval lies wholly above / below zero; 0 when it includes zero or is undefined."""
-        if self.low > 0:
+        return self.clears(0.0)
+
+    def clears(self, floor: float) -> int:
+        """+1 / -1 when the interval lies wholly above ``+floor`` / below ``-floor``; 0 when it reaches inside
+        ``[-floor, floor]`` or is undefined (NaN bound or floor)."""
+        if self.low > floor:
             return 1
-        if self.high < 0:
+        if self.high < -floor:
             return -1
-        return 0    # includes zero, or NaN (comparisons with NaN are False)
+        return 0    # within the floor, or NaN (comparisons with NaN are False)
 
 
 @dataclass(frozen=True)
@@ -58,7 +78,9 @@ class ClaimResult:
 
     ``claim``: the catalogue id; ``subject``: what was compared (a group contrast or one model);
     ``measure``: the effect in words; ``expected``: the sign the paper predicts (+1 or -1);
-    ``effect`` and ``baseline`` (see the module docstring) with their intervals; ``reason``: why the verdict.
+    ``effect`` and ``baseline`` (see the module docstring) with their intervals; ``reason``: why the verdict;
+    ``floor`` and ``baseline_floor``: the seed floors the two must clear, from the untrained ``seeds`` (``None`` and
+    ``()`` where the profile names no seeds).
     """
 
     claim: str
@@ -70,35 +92,55 @@ class ClaimResult:
     effect: Interval | None = None
     baseline: Interval | None = None
     baseline_model: str | None = None
+    floor: float | None = None
+    baseline_floor: float | None = None
+    seeds: tuple[str, ...] = ()
 
 
-def decide(effect: Interval | None, baseline: Interval | None, expected: int,
-           baseline_model: str | None = None) -> tuple[str, str]:
-    """The rule of the module docstring: ``(verdict, reason)`` for an effect, its baseline contrast and the
-    sign the paper predicts (``expected``: +1 or -1)."""
+def _seeds(seeds) -> str:
+    return ", ".join(f"`{s}`" for s in seeds) or "the untrained seeds"
+
+
+def decide(effect: Interval | None, baseline: Interval | None, expected: int, baseline_model: str | None = None,
+           floor: float | None = None, baseline_floor: float | None = None, seeds=()) -> tuple[str, str]:
+    """The rule of the module docstring: ``(verdict, reason)`` for an effect, its baseline contrast, the sign the
+    paper predicts (``expected``: +1 or -1) and, where the profile has untrained seeds, the seed floors of the
+    effect and of the baseline contrast (``None``: no seeds, the bootstrap is the only noise measure)."""
     if expected not in (1, -1):
         raise ValueError(f"expected must be +1 or -1 (the sign the paper predicts); got {expected!r}")
+    for name, value in (("floor", floor), ("baseline_floor", baseline_floor)):
+        if value is not None and not value >= 0:
+            raise ValueError(f"{name} must be a number >= 0 (a seed floor) or None (no seeds); got {value!r}")
     if effect is None:
         return CANNOT_CHECK, "the profile lacks the models or data this comparison needs"
     pct = f"{100 * CONFIDENCE:g} %"
     if effect.sign == 0:
         return INCONCLUSIVE, f"within noise: the {pct} interval of the effect includes 0"
+    if floor is not None and effect.clears(floor) == 0:
+        return INCONCLUSIVE, (f"within seed noise: the interval reaches inside ±{floor:.4f}, the most that "
+                              f"{_seeds(seeds)} give for the same contrast")
     name = f"`{baseline_model}`" if baseline_model else "an untrained ViT"
     if baseline is None:
         return INCONCLUSIVE, "no untrained baseline of the same architecture in this profile"
     if baseline.sign != effect.sign:
         how = "within noise of" if baseline.sign == 0 else "the other way from"
         return INCONCLUSIVE, f"the untrained baseline explains it: the effect beyond {name} is {how} 0"
+    if baseline_floor is not None and baseline.clears(baseline_floor) != effect.sign:
+        return INCONCLUSIVE, (f"the untrained baseline explains it: the effect beyond {name} is within seed noise "
+                              f"(±{baseline_floor:.4f}, from {_seeds(seeds)})")
+    clear = f"the {pct} interval clears 0" + (" and the seed floor" if floor is not None else "")
     if effect.sign == expected:
-        return HOLDS, f"the {pct} interval excludes 0 and the effect exceeds {name}'s"
-    return DOES_NOT_HOLD, f"the {pct} interval excludes 0 on the side opposite to the paper's, beyond {name}'s"
+        return HOLDS, f"{clear}, and the effect exceeds {name}'s"
+    return DOES_NOT_HOLD, f"{clear} on the side opposite to the paper's, beyond {name}'s"
 
 
 def judge(claim: str, subject: str, measure: str, effect: Interval | None, baseline: Interval | None,
-          expected: int, baseline_model: str | None = None) -> ClaimResult:
+          expected: int, baseline_model: str | None = None, floor: float | None = None,
+          baseline_floor: float | None = None, seeds=()) -> ClaimResult:
     """A :class:`ClaimResult` with the verdict of :func:`decide`."""
-    verdict, reason = decide(effect, baseline, expected, baseline_model)
-    return ClaimResult(claim, subject, verdict, reason, measure, expected, effect, baseline, baseline_model)
+    verdict, reason = decide(effect, baseline, expected, baseline_model, floor, baseline_floor, seeds)
+    return ClaimResult(claim, subject, verdict, reason, measure, expected, effect, baseline, baseline_model, floor,
+                       baseline_floor, tuple(seeds))
 
 
 def cannot_check(claim: str, subject: str, reason: str) -> ClaimResult:

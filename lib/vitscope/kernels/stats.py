@@ -10,6 +10,9 @@ Two resampling units appear in the papers' analyses:
 
 Intervals are percentile intervals (Efron & Tibshirani 1993, ch. 13): the (1-c)/2 and (1+c)/2 quantiles of the
 resampled statistic.
+
+A third noise source is the training seed. Where a profile has several untrained seeds of one architecture,
+:func:`seed_floor` turns the spread of a statistic among them into a floor that a contrast must clear.
 """
 from __future__ import annotations
 
@@ -113,3 +116,32 @@ def bootstrap_cka_contrast(ab: Tensor, aa: Tensor, bb: Tensor, weights: Tensor, 
     replicates = cka_from_batch_terms(ab[idx], aa[idx], bb[idx]) @ w      # [R, k, P] -> [R, P] -> [R]
     lo, hi = percentile_interval(replicates, confidence)
     return {"estimate": estimate, "low": lo, "high": hi, "n": int(ab.shape[0])}
+
+
+def seed_floor(seed_values: Tensor, weights: Tensor) -> float:
+    """The seed noise floor of a contrast: the largest ``|weights · x|`` when each of the contrast's slots holds the
+    statistic of some untrained seed instead of its model.
+
+    Both inputs may be tensors or sequences of floats (read as float64).
+    seed_values: [S], S >= 2: the statistic on each untrained seed (a per-model statistic, e.g. a last-block
+    attention distance) or each pair of seeds (a per-pair statistic, e.g. a same-depth CKA). weights: [M], the
+    contrast's weights over its M slots (models or model pairs), e.g. ``[1, -1]`` for "model minus untrained".
+
+    Slots take seeds independently (with repetition), so the maximum is reached at the extremes:
+    ``max(|hi|, |lo|)`` with ``hi = sum(w+) max(x) - sum(w-) min(x)`` and ``lo = sum(w+) min(x) - sum(w-) max(x)``
+    (``w+``, ``w-`` the positive weights and the magnitudes of the negative ones). For a zero-sum contrast this is
+    ``sum(w+) * (max(x) - min(x))``: with ``[1, -1]``, the largest |difference| between two seeds; with ``[1]``
+    (a statistic that should be 0 for untrained networks), the largest |x|. Returns a float >= 0.
+    """
+    x = torch.as_tensor(seed_values, dtype=torch.float64)
+    if x.ndim != 1 or x.shape[0] < 2:
+        raise ValueError(f"seed_values must be a vector with one value per untrained seed (or seed pair), at least "
+                         f"2 of them (a spread needs two); got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"seed_values holds NaN or Inf: {x.tolist()}")
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if w.ndim != 1 or w.shape[0] < 1 or not bool(torch.isfinite(w).all()):
+        raise ValueError(f"weights must be a finite vector [M >= 1], one per slot of the contrast; got {w.tolist()}")
+    pos, neg = float(w.clamp(min=0).sum()), float((-w).clamp(min=0).sum())
+    top, bottom = float(x.max()), float(x.min())
+    return max(abs(pos * top - neg * bottom), abs(pos * bottom - neg * top))

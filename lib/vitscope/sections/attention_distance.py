@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..claims.baseline import untrained_baseline
+from ..claims.baseline import noise_seeds, untrained_baseline
 from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import AttentionDistance, FeatureStore, extract, vit_geometry
 from ..kernels.attention import uniform_attention_distance
-from ..kernels.stats import bootstrap_contrast
+from ..kernels.stats import bootstrap_contrast, seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -108,21 +108,6 @@ def layer_summary(table: pd.DataFrame, variant: str = "unit_square") -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def late_layer_claim(summary: pd.DataFrame) -> dict | None:
-    """TM 4.3's claim: explicitly/contrastively supervised models end more global than reconstruction models.
-
-    Returns the mean last-block distance of each group and whether the paper's ordering holds in ``summary``,
-    or ``None`` when the profile lacks a model of either group (e.g. only random models).
-    """
-    a = summary[summary.family.isin(GLOBAL_LATE)]
-    b = summary[summary.family.isin(LOCAL_LATE)]
-    if a.empty or b.empty:
-        return None
-    return {"global_late_models": list(a.model), "global_late_last": float(a["last"].mean()),
-            "reconstruction_models": list(b.model), "reconstruction_last": float(b["last"].mean()),
-            "holds": bool(a["last"].mean() > b["last"].mean())}
-
-
 CLAIM_ID = "TM-4.3c"
 
 
@@ -138,12 +123,13 @@ def _contrast(values: dict[str, torch.Tensor], weights: dict[str, float]) -> Int
     if len(n) != 1:
         raise ValueError(f"models {names} hold different numbers of images {sorted(n)}; the paired bootstrap needs "
                          "the same images for every model (extract them on the same profile)")
-    res = bootstrap_contrast(torch.stack([values[m] for m in names]), torch.tensor([weights[m] for m in names]),
-                             n_resamples=N_RESAMPLES, seed=SEED, confidence=CONFIDENCE)
+    w = torch.tensor([weights[m] for m in names], dtype=torch.float64)    # float64: 1/3 is not exact in float32
+    res = bootstrap_contrast(torch.stack([values[m] for m in names]), w, n_resamples=N_RESAMPLES, seed=SEED,
+                             confidence=CONFIDENCE)
     return Interval.from_bootstrap(res, "images")
 
 
-def late_layer_check(per_image_df: pd.DataFrame) -> list[ClaimResult]:
+def late_layer_check(per_image_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
     """TM 4.3 (claim ``TM-4.3c``) judged on per-image last-block distances (a :func:`per_image_table` of several
     models, the same images for each).
 
@@ -152,39 +138,62 @@ def late_layer_check(per_image_df: pd.DataFrame) -> list[ClaimResult]:
     beyond the baseline: the global-late group minus the untrained model (does the "global" end differ from an
     untrained ViT's?). Then one row per trained model: its last block minus the untrained model's (expected > 0 for
     the global-late group, < 0 for reconstruction), where the effect is its own baseline contrast.
+
+    ``seeds``: untrained models of the table (at least two) whose last-block distances set each contrast's seed
+    floor (:func:`vitscope.kernels.stats.seed_floor`): the most the contrast reaches with untrained seeds in place
+    of its models. Every contrast here puts total weight 1 on each side, so its floor is the largest |difference|
+    between two seeds, which is also how far a baseline contrast moves when the baseline is swapped for another
+    seed. Empty: no seed floor, the bootstrap is the only noise measure.
     """
     from ..models import get_cfg
 
     names = list(dict.fromkeys(per_image_df.model))
+    seeds = tuple(seeds)
+    missing = [s for s in seeds if s not in names]
+    if missing:
+        raise ValueError(f"seeds {missing} are not in the per-image table (models {names}); extract them on the same "
+                         "profile (check_claims adds the profile's baselines)")
     family = {m: get_cfg(m).family for m in names}
     a = [m for m in names if family[m] in GLOBAL_LATE]
     b = [m for m in names if family[m] in LOCAL_LATE]
     base = untrained_baseline(names)
     last = {m: _last_block(per_image_df, m) for m in names}
+    seed_last = torch.stack([last[s].mean() for s in seeds]) if seeds else None
+
+    def floor(weights: dict[str, float]) -> float | None:
+        return None if seed_last is None else seed_floor(seed_last, list(weights.values()))
+
     subject = "global-late minus reconstruction group"
     measure = "last-block mean distance"
     if not a or not b:
         lacking = "explicitly or contrastively supervised" if not a else "reconstruction-based"
         out = [cannot_check(CLAIM_ID, subject, f"the profile has no {lacking} model")]
     else:
-        effect = _contrast(last, {**{m: 1 / len(a) for m in a}, **{m: -1 / len(b) for m in b}})
-        beyond = _contrast(last, {**{m: 1 / len(a) for m in a}, base: -1.0}) if base else None
-        out = [judge(CLAIM_ID, subject, f"{measure} ({', '.join(a)} minus {', '.join(b)})", effect, beyond, 1, base)]
+        ordering = {**{m: 1 / len(a) for m in a}, **{m: -1 / len(b) for m in b}}
+        against_base = {**{m: 1 / len(a) for m in a}, base: -1.0} if base else None
+        effect = _contrast(last, ordering)
+        beyond = _contrast(last, against_base) if base else None
+        out = [judge(CLAIM_ID, subject, f"{measure} ({', '.join(a)} minus {', '.join(b)})", effect, beyond, 1, base,
+                     floor(ordering), floor(against_base) if base else None, seeds)]
     for m in a + b:
         if base is None:
             out.append(cannot_check(CLAIM_ID, m, "no untrained baseline of the same architecture in this profile"))
             continue
-        effect = _contrast(last, {m: 1.0, base: -1.0})
-        out.append(judge(CLAIM_ID, m, f"{measure} minus `{base}`'s", effect, effect, 1 if m in a else -1, base))
+        weights = {m: 1.0, base: -1.0}
+        effect = _contrast(last, weights)
+        out.append(judge(CLAIM_ID, m, f"{measure} minus `{base}`'s", effect, effect, 1 if m in a else -1, base,
+                         floor(weights), floor(weights), seeds))
     return out
 
 
 def check_claims(models: list[str] | None, profile: Profile, *, variant: str = "unit_square", weights=None,
                  device=None, store=None, progress: bool = False) -> list[ClaimResult]:
     """The claims of TM 4.3 on ``models`` (default: the profile's), from the cached extraction; see
-    :func:`late_layer_check`. Show them with ``vitscope.claims.show(...)``."""
+    :func:`late_layer_check`. The profile's untrained seeds (``baselines``) are extracted too and set the seed
+    floor. Show them with ``vitscope.claims.show(...)``."""
     models = list(models or profile.models)
+    seeds = noise_seeds(profile)
     weights = weights or {}
     table = pd.concat([per_image(m, profile, variant=variant, weights=weights.get(m), device=device, store=store,
-                                 progress=progress) for m in models])
-    return late_layer_check(table)
+                                 progress=progress) for m in dict.fromkeys(models + seeds)])
+    return late_layer_check(table, seeds)

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..claims.baseline import untrained_baseline
+from ..claims.baseline import noise_seeds, untrained_baseline
 from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import FeatureStore, GramMatrices, extract, layer_labels, stack_batches
 from ..kernels import cka as cka_k
-from ..kernels.stats import bootstrap_cka_contrast
+from ..kernels.stats import bootstrap_cka_contrast, cka_from_batch_terms, seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -101,32 +101,6 @@ def same_depth(table: pd.DataFrame, site: str | None = "block") -> pd.DataFrame:
             .reset_index(drop=True))
 
 
-def joint_embedding_claim(table: pd.DataFrame, site: str = "block") -> dict | None:
-    """OM 2.1's claim: two joint-embedding models are more alike, layer for layer, than either is to a
-    reconstruction model.
-
-    Compares the mean same-depth CKA (over layers) of every joint-embedding pair with that of every
-    joint-embedding/reconstruction pair. Returns both means, the pairs, and whether the ordering holds; ``None``
-    when ``table`` lacks two joint-embedding models or a reconstruction model (families from the registry).
-    """
-    from ..models import get_cfg
-
-    pairs = same_depth(table, site).groupby(["model_a", "model_b"], sort=False)["cka"].mean()
-    family = {m: get_cfg(m).family for m in set(table.model_a) | set(table.model_b)}
-    within, across = {}, {}
-    for (a, b), value in pairs.items():
-        kind = pair_kind(family[a], family[b])
-        if kind == "joint-embedding":
-            within[f"{a} vs {b}"] = float(value)
-        elif kind == "mixed":
-            across[f"{a} vs {b}"] = float(value)
-    if not within or not across:
-        return None
-    w, x = sum(within.values()) / len(within), sum(across.values()) / len(across)
-    return {"joint_embedding_pairs": within, "mixed_pairs": across, "joint_embedding_mean": w, "mixed_mean": x,
-            "holds": bool(w > x)}
-
-
 # ---------------------------------------------------------------- the claims, with bootstrap intervals
 JE_CLAIM, LAYER_TYPE_CLAIM = "OM-2.1a", "OM-2.1b"
 #: OM Fig. 1b's layer types: LayerNorm before attention and attention qkv (the "attention and normalisation
@@ -169,19 +143,54 @@ def _pair(terms: pd.DataFrame, a: str, b: str, sites) -> pd.DataFrame:
     return sel
 
 
+def _wide(terms: pd.DataFrame, a: str, b: str, sites) -> dict[str, np.ndarray]:
+    """The pair's ``ab``, ``aa``, ``bb`` terms as [batches, layers at ``sites``] arrays."""
+    sel = _pair(terms, a, b, sites)
+    return {t: sel.pivot_table(index="batch", columns=["site", "index"], values=t).to_numpy()
+            for t in ("ab", "aa", "bb")}
+
+
 def _cka_contrast(terms: pd.DataFrame, parts: list[tuple[str, str, tuple, float]]) -> Interval:
     """Contrast ``sum(weight * mean over the pair's layers at ``sites`` of CKA)`` over ``parts`` of
     ``(model_a, model_b, sites, weight)``, bootstrapped over minibatches (one draw shared by every pair)."""
     cols, weights = [], []
     for a, b, sites, w in parts:
-        sel = _pair(terms, a, b, sites)
-        wide = {t: sel.pivot_table(index="batch", columns=["site", "index"], values=t) for t in ("ab", "aa", "bb")}
+        wide = _wide(terms, a, b, sites)
         cols.append(wide)
         weights += [w / wide["ab"].shape[1]] * wide["ab"].shape[1]
-    ab, aa, bb = (torch.tensor(np.concatenate([c[t].to_numpy() for c in cols], axis=1)) for t in ("ab", "aa", "bb"))
-    res = bootstrap_cka_contrast(ab, aa, bb, torch.tensor(weights), n_resamples=N_RESAMPLES, seed=SEED,
-                                 confidence=CONFIDENCE)
+    ab, aa, bb = (torch.tensor(np.concatenate([c[t] for c in cols], axis=1)) for t in ("ab", "aa", "bb"))
+    res = bootstrap_cka_contrast(ab, aa, bb, torch.tensor(weights, dtype=torch.float64), n_resamples=N_RESAMPLES,
+                                 seed=SEED, confidence=CONFIDENCE)
     return Interval.from_bootstrap(res, "minibatches")
+
+
+def pair_cka(terms: pd.DataFrame, a: str, b: str, sites) -> float:
+    """Minibatch CKA (eq. 2, all batches) of models ``a`` and ``b``, averaged over their same-depth layers at
+    ``sites``: the quantity each part of :func:`_cka_contrast` weighs."""
+    wide = _wide(terms, a, b, sites)
+    return float(cka_from_batch_terms(*(torch.tensor(wide[t]) for t in ("ab", "aa", "bb"))).mean())
+
+
+def _swap_floor(terms: pd.DataFrame, parts_with, seeds) -> float | None:
+    """The seed floor of a baseline contrast: the largest change of its estimate when the untrained baseline is
+    swapped for another of ``seeds``. ``parts_with(seed)``: the contrast's parts with ``seed`` as the baseline."""
+    if not seeds:
+        return None
+    values = [sum(w * pair_cka(terms, a, b, sites) for a, b, sites, w in parts_with(s)) for s in seeds]
+    return seed_floor(values, [1.0, -1.0])
+
+
+def _seed_pairs(terms: pd.DataFrame, seeds) -> list[tuple[str, str]]:
+    """Every pair of distinct untrained ``seeds``: the pairs whose spread is a CKA statistic's seed floor."""
+    present = set(terms.model_a) | set(terms.model_b)
+    missing = [s for s in seeds if s not in present]
+    if missing:
+        raise ValueError(f"seeds {missing} have no HSIC terms; pass their Gram matrices to batch_terms "
+                         "(check_claims adds the profile's baselines)")
+    if seeds and len(seeds) < 3:
+        raise ValueError(f"seeds {list(seeds)}: a CKA seed floor compares pairs of seeds, so it needs at least three "
+                         "seeds (two pairs)")
+    return list(itertools.combinations(seeds, 2))
 
 
 def _families(terms: pd.DataFrame) -> dict[str, str]:
@@ -190,13 +199,18 @@ def _families(terms: pd.DataFrame) -> dict[str, str]:
     return {m: get_cfg(m).family for m in dict.fromkeys([*terms.model_a, *terms.model_b])}
 
 
-def joint_embedding_check(terms: pd.DataFrame, site: str = "block") -> list[ClaimResult]:
+def joint_embedding_check(terms: pd.DataFrame, site: str = "block", seeds=()) -> list[ClaimResult]:
     """OM 2.1, Fig. 1a (``OM-2.1a``) on a :func:`batch_terms` table.
 
     Effect: mean same-depth CKA (over layers at ``site``) of the joint-embedding pairs minus that of the
     joint-embedding/reconstruction pairs (expected > 0). Beyond the baseline: the joint-embedding pairs minus each
     joint-embedding model vs the untrained model, i.e. the same effect with the untrained ViT in place of one of the
     pair. First row pools the pairs; then one row per (joint-embedding pair, mixed pair).
+
+    ``seeds`` (at least three untrained models of ``terms``, or none) set the seed floors: the effect's is the most it
+    could reach if every pair in it were a pair of untrained seeds (:func:`vitscope.kernels.stats.seed_floor` of the
+    seed pairs' same-depth CKA: the largest difference in how alike two pairs of untrained seeds are); the baseline
+    contrast's is its largest change when the untrained baseline is swapped for another seed. Empty: no seed floor.
     """
     family = _families(terms)
     names = list(family)
@@ -209,32 +223,43 @@ def joint_embedding_check(terms: pd.DataFrame, site: str = "block") -> list[Clai
                                                 "model")]
     base = untrained_baseline(names)
     sites = (site,)
+    seeds = tuple(seeds)
+    seed_cka = [pair_cka(terms, s, t, sites) for s, t in _seed_pairs(terms, seeds)]
 
-    def beyond(je_pairs):
-        if base is None:
-            return None
+    def floor(parts) -> float | None:
+        return seed_floor(seed_cka, [w for *_, w in parts]) if seeds else None
+
+    def against(je_pairs, untrained):
         members = list(dict.fromkeys(m for p in je_pairs for m in p))
-        return _cka_contrast(terms, [(a, b, sites, 1 / len(je_pairs)) for a, b in je_pairs]
-                             + [(m, base, sites, -1 / len(members)) for m in members])
+        return ([(a, b, sites, 1 / len(je_pairs)) for a, b in je_pairs]
+                + [(m, untrained, sites, -1 / len(members)) for m in members])
+
+    def row(subject_, effect_parts, je_pairs):
+        beyond = _cka_contrast(terms, against(je_pairs, base)) if base else None
+        beyond_floor = _swap_floor(terms, lambda s: against(je_pairs, s), seeds) if base else None
+        return judge(JE_CLAIM, subject_, measure, _cka_contrast(terms, effect_parts), beyond, 1, base,
+                     floor(effect_parts), beyond_floor, seeds)
 
     measure = f"mean same-depth CKA ({site})"
-    effect = _cka_contrast(terms, [(a, b, sites, 1 / len(je)) for a, b in je]
-                           + [(a, b, sites, -1 / len(mixed)) for a, b in mixed])
-    out = [judge(JE_CLAIM, subject, measure, effect, beyond(je), 1, base)]
+    pooled = [(a, b, sites, 1 / len(je)) for a, b in je] + [(a, b, sites, -1 / len(mixed)) for a, b in mixed]
+    out = [row(subject, pooled, je)]
     for j in je:
         for m in mixed:
-            effect = _cka_contrast(terms, [(*j, sites, 1.0), (*m, sites, -1.0)])
-            out.append(judge(JE_CLAIM, f"{j[0]} vs {j[1]} minus {m[0]} vs {m[1]}", measure, effect, beyond([j]), 1,
-                             base))
+            out.append(row(f"{j[0]} vs {j[1]} minus {m[0]} vs {m[1]}", [(*j, sites, 1.0), (*m, sites, -1.0)], [j]))
     return out
 
 
-def layer_type_check(terms: pd.DataFrame) -> list[ClaimResult]:
+def layer_type_check(terms: pd.DataFrame, seeds=()) -> list[ClaimResult]:
     """OM 2.1, Fig. 1b (``OM-2.1b``) on a :func:`batch_terms` table: between a joint-embedding and a reconstruction
     model, same-depth CKA of the MLP's fc1 minus the mean of LayerNorm-before-attention and attention qkv (expected
     > 0: attention and normalisation differ more). Beyond the baseline: the same difference minus that of the
     joint-embedding model vs the untrained model. One row per mixed pair, contrastive (MoCo-v3, the paper's pair)
-    first."""
+    first.
+
+    ``seeds`` (at least three untrained models of ``terms``, or none) set the seed floors: the effect must exceed the
+    largest layer-type gap two untrained seeds show (:func:`vitscope.kernels.stats.seed_floor`), the baseline
+    contrast its largest change when the untrained baseline is swapped for another seed.
+    """
     family = _families(terms)
     pairs = list(dict.fromkeys(zip(terms.model_a, terms.model_b)))
     mixed = [p if family[p[0]] in JOINT_EMBEDDING else p[::-1]
@@ -247,24 +272,53 @@ def layer_type_check(terms: pd.DataFrame) -> list[ClaimResult]:
         return [cannot_check(LAYER_TYPE_CLAIM, subject, f"the profile's CKA sites lack one of {MLP_SITE}, "
                                                         f"{', '.join(ATTENTION_SITES)}")]
     base = untrained_baseline(list(family))
+    seeds = tuple(seeds)
+    seed_gap = [pair_cka(terms, s, t, (MLP_SITE,)) - pair_cka(terms, s, t, ATTENTION_SITES)
+                for s, t in _seed_pairs(terms, seeds)]
+    # The effect is one pair's gap: slot weight 1, so its floor is the largest |gap| between two untrained seeds.
+    floor = seed_floor(seed_gap, [1.0]) if seeds else None
     measure = f"same-depth CKA of {MLP_SITE} minus mean of {' and '.join(ATTENTION_SITES)}"
     out = []
     for je, rec in mixed:
         parts = [(je, rec, (MLP_SITE,), 1.0), (je, rec, ATTENTION_SITES, -1.0)]
+
+        def against(untrained, parts=parts, je=je):
+            return parts + [(je, untrained, (MLP_SITE,), -1.0), (je, untrained, ATTENTION_SITES, 1.0)]
+
         effect = _cka_contrast(terms, parts)
-        beyond = None if base is None else _cka_contrast(
-            terms, parts + [(je, base, (MLP_SITE,), -1.0), (je, base, ATTENTION_SITES, 1.0)])
-        out.append(judge(LAYER_TYPE_CLAIM, f"{je} vs {rec}", measure, effect, beyond, 1, base))
+        beyond = None if base is None else _cka_contrast(terms, against(base))
+        beyond_floor = None if base is None else _swap_floor(terms, against, seeds)
+        out.append(judge(LAYER_TYPE_CLAIM, f"{je} vs {rec}", measure, effect, beyond, 1, base, floor, beyond_floor,
+                         seeds))
     return out
 
 
 def check_claims(models: list[str] | None, profile: Profile, *, weights: dict | None = None, device=None,
                  store=None, progress: bool = False) -> list[ClaimResult]:
     """The claims of OM 2.1 (Fig. 1a and 1b) on ``models`` (default: the profile's ``cka.models``), from the
-    cached Gram matrices. Uses the reference estimator (OM eq. 2-3) whatever the profile's ``mode``."""
+    cached Gram matrices. Uses the reference estimator (OM eq. 2-3) whatever the profile's ``mode``. The
+    profile's untrained seeds (``baselines``) are extracted too and set the seed floors."""
     models = list(models or profile.section("cka").get("models") or profile.models)
+    seeds = noise_seeds(profile)
     weights = weights or {}
     grams = {m: model_grams(m, profile, weights=weights.get(m), device=device, store=store, progress=progress)
-             for m in models}
+             for m in dict.fromkeys(models + seeds)}
     terms = batch_terms(grams)
-    return joint_embedding_check(terms) + layer_type_check(terms)
+    return joint_embedding_check(terms, seeds=seeds) + layer_type_check(terms, seeds=seeds)
+
+
+def estimator_comparison(reference: pd.DataFrame, compat: pd.DataFrame) -> pd.DataFrame:
+    """Mean same-type CKA per model pair and layer type under both estimators, and their difference.
+
+    ``reference`` and ``compat``: tables of :func:`compute` with ``mode="reference"`` and
+    ``mode="teaching-matters"`` on the same models. Rows are matched on their keys, never on position.
+    Columns: ``cka`` (reference), ``tm_compat``, ``difference`` (compat minus reference), indexed by
+    ``model_a, model_b, site``."""
+    keys = ["model_a", "model_b", "site_a", "site_b", "index_a", "index_b"]
+    both = reference.merge(compat[keys + ["cka"]].rename(columns={"cka": "tm_compat"}), on=keys, how="inner",
+                           validate="one_to_one")
+    if len(both) != len(reference):
+        raise ValueError("The two CKA tables do not cover the same model pairs and layers.")
+    both = both[(both.model_a != both.model_b) & (both.site_a == both.site_b)].rename(columns={"site_a": "site"})
+    both["difference"] = both.tm_compat - both.cka
+    return both.groupby(["model_a", "model_b", "site"], sort=False)[["cka", "tm_compat", "difference"]].mean()
