@@ -81,7 +81,13 @@ class AttentionDistance(Product):
 
     def consume(self, site, block, x):
         g = self.geometry
-        for method, d in attention_k.attention_distances(x, g["n_prefix"], g["patch_size"]).items():
+        # The map is the model's own softmax output: checking its rows sum to 1 would cost two more passes over
+        # [B, H, T, T] per block. A NaN/Inf map still yields a NaN/Inf distance, checked here on [B, H] values.
+        distances = attention_k.attention_distances(x, g["n_prefix"], g["patch_size"], check_probabilities=False)
+        for method, d in distances.items():
+            if not bool(torch.isfinite(d).all()):
+                raise ValueError(f"block {block}: the captured attention map holds NaN or Inf values (a diverged "
+                                 "model or a reduced-precision overflow); check the model's weights and autocast")
             self._batch[method][block] = d.float().cpu()
 
     def end_batch(self):
@@ -147,7 +153,7 @@ class PooledTokens(Product):
                 "mean": torch.cat([torch.stack(b, dim=1) for b in self._mean])}
 
 
-TOKEN_REDUCTIONS = ("all", "cls", "mean")
+TOKEN_REDUCTIONS = ("all", "cls", "mean", "spatial")
 
 
 @dataclass
@@ -159,13 +165,14 @@ class GramMatrices(Product):
     [S*L, b, b] with rows ordered site-major (all blocks of ``sites[0]``, then ``sites[1]``, ...).
 
     ``tokens``: ``"all"`` flattens every token of an image into one vector (as the Teaching Matters code
-    does), ``"cls"`` keeps the CLS token, ``"mean"`` the mean of spatial tokens.
+    does), ``"cls"`` keeps the CLS token, ``"mean"`` the mean of spatial tokens, ``"spatial"`` flattens the
+    spatial tokens only (CLS and any other prefix token dropped: the Teaching Matters code's ``spat`` mode, TM 5.1).
     """
 
     capture_sites: tuple[str, ...] = ("block",)
     tokens: str = "all"
     name = "grams"
-    version = 2      # 2: "all" tokens via cka.gram_tokens (float32 per-token products, float64 sum)
+    version = 3      # 3: "all" tokens via cka.gram_tokens (one centred float32 matmul, float64 recombination)
     #: Each batch is one HSIC_1 minibatch, so it must hold HSIC_1's minimum number of examples.
     min_batch = cka_k.HSIC1_MIN_N
 
@@ -190,6 +197,8 @@ class GramMatrices(Product):
     def consume(self, site, block, x):
         if self.tokens == "all":
             g = cka_k.gram_tokens(x)
+        elif self.tokens == "spatial":
+            g = cka_k.gram_tokens(x[:, self.geometry["n_prefix"]:])
         elif self.tokens == "cls":
             g = cka_k.gram(x[:, 0])
         else:
