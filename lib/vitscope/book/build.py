@@ -51,9 +51,21 @@ PARTS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
          "About": "About"}
 
 PAGES = (
+    Page("tm_4_1_overview", "TM", "4.1 CLS attention maps", per_model=False, sections=(
+        Page("tm_4_1_cls_attention", "TM", "4.1 CLS attention maps", per_model=True, stage=0),)),
+    Page("tm_4_2_overview", "TM", "4.2 Aligned Aggregated Attention Maps", per_model=False, sections=(
+        Page("tm_4_2_aaam", "TM", "4.2 Aligned Aggregated Attention Maps", per_model=True, stage=0),)),
     Page("tm_4_3_overview", "TM", "4.3 Average attention distance", per_model=False, sections=(
         Page("tm_4_3_attention_distance", "TM", "4.3 Average attention distance", per_model=True, stage=0),)),
+    Page("tm_5_1_last_layer_cka", "TM", "5.1 Last-block CKA between models", per_model=False),
+    Page("tm_5_2_overview", "TM", "5.2 Cluster purity of global features", per_model=False, sections=(
+        Page("tm_5_2_purity", "TM", "5.2 Cluster purity of global features", per_model=True, stage=0),)),
+    Page("tm_6_1_overview", "TM", "6.1 k-NN classification per layer", per_model=False, sections=(
+        Page("tm_6_1_knn", "TM", "6.1 k-NN classification per layer", per_model=True, stage=0),)),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
+    Page("om_2_2_knn", "OM", "2.2 k-NN per block: CLS and GAP", per_model=False),
+    Page("om_2_2_invariance", "OM", "2.2 Invariance to flips and other augmentations", per_model=False),
+    Page("om_app_f_agreement", "OM", "F Do models agree on their predictions?", per_model=False),
     Page("about_claims", "About", "Claims ledger", per_model=False, stage=2),
     Page("about_zoo", "About", "The mini-zoo", per_model=False, depends_on="zoo"),
     Page("about_models", "About", "The models", per_model=False, depends_on="none"),

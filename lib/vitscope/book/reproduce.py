@@ -32,10 +32,26 @@ PAPER_PROFILE = "paper"
 #: Which sections of a profile each notebook reads (besides ``models``, ``device`` and the datasets those sections
 #: name). A notebook missing here is an error: add it when you add the notebook.
 NOTEBOOK_SECTIONS: dict[str, tuple[str, ...]] = {
+    "tm_4_1_cls_attention": ("cls_attention",),
+    "tm_4_1_overview": ("cls_attention",),
+    "tm_4_2_aaam": ("aaam",),
+    "tm_4_2_overview": ("aaam",),
     "tm_4_3_attention_distance": ("attention_distance",),
     "tm_4_3_overview": ("attention_distance",),
+    "tm_5_1_last_layer_cka": ("last_layer_cka",),
+    "tm_5_2_purity": ("purity",),
+    "tm_5_2_overview": ("purity",),
+    "tm_6_1_knn": ("knn",),
+    "tm_6_1_overview": ("knn",),
     "om_2_1_cka": ("cka",),
-    "about_claims": ("attention_distance", "cka"),   # the ledger re-checks the claims of both sections
+    "om_2_2_knn": ("knn",),
+    "om_2_2_invariance": ("invariance",),
+    "om_app_f_agreement": ("agreement",),
+    # the ledger re-checks the claims of every section
+    "about_claims": ("cls_attention", "aaam", "attention_distance", "last_layer_cka", "purity", "knn", "cka",
+                     "invariance", "agreement"),
+    "about_reliability": (),
+    "about_performance": (),
     "about_zoo": (),
     "about_models": (),
     "about_environment": (),
