@@ -1,12 +1,10 @@
-"""Tests for vitscope.kernels.knn (DINO weighted k-NN) and vitscope.kernels.probes (OM 2.2 linear probe)."""
+"""Tests for vitscope.kernels.knn (DINO weighted k-NN). The probe tests live in test_kernels_probes.py."""
 
 import numpy as np
 import pytest
 import torch
 
 from vitscope.kernels.knn import knn_accuracy, weighted_knn
-from vitscope.kernels.probes import LinearProbe, fit_linear_probe, linear_probe
-
 
 # ---------- independent NumPy reference (does not import vitscope) ----------
 
@@ -65,6 +63,16 @@ def test_knn_chunking_invariance(chunk):
     assert torch.equal(weighted_knn(*args, chunk_size=chunk), ref)
 
 
+def test_knn_default_chunk_fits_the_memory_budget_and_changes_nothing(monkeypatch):
+    import vitscope.kernels.knn as knn_module
+    xtr, ytr, xte, _ = random_problem(seed=3)
+    args = (torch.from_numpy(xtr).float() * 5, torch.from_numpy(ytr), torch.from_numpy(xte).float())
+    ref = weighted_knn(*args, chunk_size=1)
+    assert torch.equal(weighted_knn(*args), ref)                          # one block: all 150 queries
+    monkeypatch.setattr(knn_module, "SIMILARITY_BLOCK_BYTES", 300 * 4 * 7)  # 7 rows of 300 float32 similarities
+    assert torch.equal(weighted_knn(*args), ref)
+
+
 def test_knn_fewer_than_100_test_images():
     # DINO's chunking (num_test // 100 rows per step) crashes here; ours must not.
     xtr, ytr, xte, yte = random_problem(m=37, seed=2)
@@ -96,50 +104,3 @@ def test_knn_input_validation():
         weighted_knn(xtr, ytr, xte, num_classes=2 if int(ytr.max()) == 2 else 1)
     with pytest.raises(ValueError, match="integer"):
         weighted_knn(xtr, ytr.float(), xte)
-
-
-# ---------- linear probe ----------
-
-def test_probe_separable_features_reach_full_accuracy():
-    g = torch.Generator().manual_seed(0)
-    centres = torch.randn(5, 32, generator=g) * 4
-    ytr, yte = torch.arange(500) % 5, torch.arange(200) % 5
-    xtr = centres[ytr] + torch.randn(500, 32, generator=g)
-    xte = centres[yte] + torch.randn(200, 32, generator=g)
-    assert linear_probe(xtr, ytr, xte, yte, epochs=30, lr=1e-2) >= 0.99
-
-
-def test_probe_random_labels_near_chance_on_held_out():
-    g = torch.Generator().manual_seed(1)
-    xtr, xte = torch.randn(400, 64, generator=g), torch.randn(400, 64, generator=g)
-    ytr, yte = torch.randint(0, 4, (400,), generator=g), torch.randint(0, 4, (400,), generator=g)
-    acc = linear_probe(xtr, ytr, xte, yte, epochs=50, lr=1e-2)
-    assert 0.15 <= acc <= 0.37   # chance is 0.25; the probe can memorise the train set but not generalise
-
-
-def test_probe_deterministic_for_a_seed_and_global_rng_untouched():
-    g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(200, 16, generator=g), torch.randint(0, 3, (200,), generator=g)
-    torch.manual_seed(123)
-    before = torch.random.get_rng_state()
-    p1 = fit_linear_probe(x, y, epochs=5, seed=7)
-    assert torch.equal(torch.random.get_rng_state(), before)
-    p2 = fit_linear_probe(x, y, epochs=5, seed=7)
-    p3 = fit_linear_probe(x, y, epochs=5, seed=8)
-    assert isinstance(p1, LinearProbe) and not p1.training
-    assert torch.equal(p1[1].weight, p2[1].weight)
-    assert not torch.equal(p1[1].weight, p3[1].weight)
-    bn = p1[0]
-    assert not bn.affine and bn.eps == 1e-6
-
-
-def test_probe_validation():
-    x, y = torch.randn(20, 4), torch.randint(0, 2, (20,))
-    bad = x.clone()
-    bad[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="train_x"):
-        linear_probe(bad, y, x, y)
-    with pytest.raises(ValueError, match="test_x"):
-        linear_probe(x, y, bad, y, epochs=1)
-    with pytest.raises(ValueError, match="same D"):
-        linear_probe(x, y, torch.randn(5, 3), y[:5])

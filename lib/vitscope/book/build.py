@@ -63,6 +63,7 @@ PAGES = (
     Page("tm_6_1_overview", "TM", "6.1 k-NN classification per layer", per_model=False, sections=(
         Page("tm_6_1_knn", "TM", "6.1 k-NN classification per layer", per_model=True, stage=0),)),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
+    Page("om_2_2_probes", "OM", "2.2 Linear, non-linear and multi-layer probes", per_model=False),
     Page("om_2_2_knn", "OM", "2.2 k-NN per block: CLS and GAP", per_model=False),
     Page("om_2_2_invariance", "OM", "2.2 Invariance to flips and other augmentations", per_model=False),
     Page("om_app_f_agreement", "OM", "F Do models agree on their predictions?", per_model=False),

@@ -98,8 +98,6 @@ def _write_failure_notebook(dest: Path, job: Job, detail: str, trace: str) -> No
 
 def _local(root: Path, jobs: list[Job], n_jobs: int) -> list[tuple[str, float, str]]:
     args = [(str(root), job, str(read_log_path(root, job))) for job in jobs]
-    if n_jobs <= 1 or len(jobs) <= 1:
-        return [execute_job(*a) for a in args]
     # spawn: a fresh interpreter per worker, no forked torch/zmq state
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(execute_job, *zip(*args)))
@@ -129,13 +127,22 @@ def run_jobs(root: Path, jobs: list[Job], *, n_jobs: int = 1, executor: str = "l
     outcomes = []
     for stage in sorted({j.stage for j in jobs}):
         batch = [j for j in jobs if j.stage == stage]
+        def report(job, result):
+            status, seconds, error = result
+            log(f"[vitscope book]   {job.output}: {status} in {seconds:.1f} s" + (f" ({error})" if error else ""))
+            outcomes.append(Outcome(job, status, seconds, error))
+
+        if executor == "local" and (n_jobs <= 1 or len(batch) <= 1):
+            for job in batch:   # one at a time: say what runs, then how it went, as it goes
+                log(f"[vitscope book] execute {job.notebook} {job.params} -> {job.output}")
+                report(job, execute_job(str(root), job, str(read_log_path(root, job))))
+            continue
         for job in batch:
             log(f"[vitscope book] execute {job.notebook} {job.params} -> {job.output}")
         if executor == "local":
             results = _local(root, batch, n_jobs)
         else:
             results = _submitit(root, batch, "local" if executor == "submitit-local" else "slurm", gpu)
-        for job, (status, seconds, error) in zip(batch, results):
-            log(f"[vitscope book]   {job.output}: {status} in {seconds:.1f} s" + (f" ({error})" if error else ""))
-            outcomes.append(Outcome(job, status, seconds, error))
+        for job, result in zip(batch, results):
+            report(job, result)
     return outcomes

@@ -86,7 +86,7 @@ def probe_model(cls: torch.Tensor, labels: torch.Tensor, spec: dict, device="cpu
     configs = probes_k.probe_grid(spec["lrs"], spec["weight_decays"], spec["epochs"], spec["warmup_epochs"])
     x = cls.to(device).float()
     K = int(labels.max()) + 1
-    kw = dict(optimizer=spec["optimizer"], batch_size=spec["batch_size"], seed=spec["seed"], num_classes=K)
+    kw = {"optimizer": spec["optimizer"], "batch_size": spec["batch_size"], "seed": spec["seed"], "num_classes": K}
     final = x[:, -1]
     runs = [("linear", 0, 0, final, 0)] + [("non-linear", d, 0, final, d) for d in spec["depths"]]
     L = x.shape[1]
