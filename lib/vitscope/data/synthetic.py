@@ -28,7 +28,7 @@ GENERATOR_VERSION = 2
 
 #: Photographs bundled with scikit-image / scikit-learn wheels (BSD / CC0 / public-domain sources; see
 #: ``data_manifests/synthetic.yml``). Used only as backgrounds and textures.
-_BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+BACKGROUNDS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                 "china.jpg", "flower.jpg")
 #: Object radius as a fraction of the image side (uniform); centres keep the object's circumcircle in the image.
 RADIUS_RANGE = (0.30, 0.46)
@@ -157,7 +157,7 @@ def sample_scene(label: int, rng: np.random.Generator) -> SceneSpec:
         center=(float(rng.uniform(radius, 1 - radius)), float(rng.uniform(radius, 1 - radius))),
         radius=radius, rotation=float(rng.uniform(-np.pi / 6, np.pi / 6)), flip=bool(rng.integers(0, 2)),
         body_rgb=tuple(int(c) for c in body), part_rgb=tuple(int(c) for c in part),
-        background=str(rng.choice(_BACKGROUNDS)), texture=str(rng.choice(_TEXTURES)),
+        background=str(rng.choice(BACKGROUNDS)), texture=str(rng.choice(_TEXTURES)),
     )
 
 

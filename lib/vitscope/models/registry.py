@@ -184,8 +184,12 @@ _IMAGENET = Preprocess(IMAGENET_MEAN, IMAGENET_STD)
 # blocks, no absolute position embedding, LayerScale 0.1. timm's default beit_base has per-block rel-pos bias.
 _BEIT_PT_KWARGS = _kw(num_classes=0, use_abs_pos_emb=False, use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
                       init_values=0.1, global_pool="token")
-_DEMO_VIT = _kw(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6, num_classes=0)
-_DEMO_PRE = Preprocess(HALF, HALF, resize=64, crop=64)
+#: The mini-zoo's architecture and preprocessing, defined once: the zoo trainer (``vitscope.zoo``), its data and
+#: its evaluation read these, so a registry entry and a trained file can never disagree on them.
+ZOO_ARCH = "vit_tiny_patch16_224"
+ZOO_VIT = _kw(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6, num_classes=0)
+ZOO_PREPROCESS = Preprocess(HALF, HALF, resize=64, crop=64)
+_DEMO_VIT, _DEMO_PRE = ZOO_VIT, ZOO_PREPROCESS
 #: The mini-zoo (``vitscope.zoo``): (objective, display name, family, the paper model it stands in for).
 _ZOO = (("supervised", "FS", "supervised", "FS (supervised)"), ("clip", "CLIP", "image-text", "CLIP"),
         ("dino", "DINO", "self-distillation", "DINO"), ("mocov3", "MoCo-v3", "contrastive", "MoCo-v3"),
@@ -260,14 +264,14 @@ _ENTRIES = (
     # ---------------------------------------------------------------- the mini-zoo (offline demo)
     *(ModelCfg(
         name=f"zoo-{objective}", display=f"Zoo {display}", family=family, papers=("demo",),
-        arch="vit_tiny_patch16_224", arch_kwargs=_DEMO_VIT, source="package", filename=f"zoo-{objective}.safetensors",
+        arch=ZOO_ARCH, arch_kwargs=_DEMO_VIT, source="package", filename=f"zoo-{objective}.safetensors",
         preprocess=_DEMO_PRE, license="MIT",
         notes=f"{analogue} analogue trained by vitscope on synthetic scenes (`vitscope zoo train --model {objective}`;"
               f" model card zoo-{objective}.json)")
       for objective, display, family, analogue in _ZOO),
     *(ModelCfg(
         name=f"random-{s}", display=f"Random {s.upper()}", family="random", papers=("demo",),
-        arch="vit_tiny_patch16_224", arch_kwargs=_DEMO_VIT, source="random", preprocess=_DEMO_PRE,
+        arch=ZOO_ARCH, arch_kwargs=_DEMO_VIT, source="random", preprocess=_DEMO_PRE,
         license="MIT", notes="random-init baseline: the zoo's architecture, untrained", seed=seed)
       for seed, s in enumerate("abc")),
 )

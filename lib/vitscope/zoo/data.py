@@ -24,17 +24,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data import synthetic as syn
+from ..models.registry import ZOO_PREPROCESS
 
 TRAIN_SEED = 1000
 HELDOUT_SEED = 2000
-IMAGE_SIZE = 64
+IMAGE_SIZE = ZOO_PREPROCESS.crop      # the registry's zoo preprocessing, defined once
 RENDER_SIZE = 96
 NUM_CLASSES = len(syn.SHAPES) * len(syn.PATTERNS)
 #: The demo models' input normalisation (registry ``_DEMO_PRE``: mean = std = 0.5).
-MEAN = STD = (0.5, 0.5, 0.5)
+MEAN, STD = ZOO_PREPROCESS.mean, ZOO_PREPROCESS.std
 
 # Attribute vocabularies stored per image as integer codes (captions are built from them).
-BACKGROUNDS = syn._BACKGROUNDS
+BACKGROUNDS = syn.BACKGROUNDS
 TEXTURES = syn._TEXTURES
 #: Named colours for captions (nearest in RGB); nuisance words the image-text model can also learn.
 COLOUR_NAMES = {"red": (200, 40, 40), "green": (50, 160, 60), "blue": (40, 60, 200), "yellow": (220, 210, 50),

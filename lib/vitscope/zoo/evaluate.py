@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import timm
 import torch
 from torch import Tensor, nn
 
 from ..kernels.knn import knn_accuracy
 from ..kernels.probes import linear_probe
 from .data import HELDOUT_SEED, IMAGE_SIZE, NUM_CLASSES, RENDER_SIZE, TRAIN_SEED, render_set, to_model_input
-from .objectives.common import BACKBONE_ARCH, BACKBONE_KWARGS
 
+#: Any zoo entry loads any zoo file: they share one architecture and one converter.
+ZOO_ENTRY = "zoo-supervised"
 READOUTS = {"cls": "CLS token of the final normed output (forward_features(x)[:, 0])",
             "gap": "mean of the patch tokens of the final normed output (forward_features(x)[:, 1:].mean(1))"}
 EVAL_PROTOCOL = dict(
@@ -40,12 +40,11 @@ QUICK_PROTOCOL = {**EVAL_PROTOCOL, "ref_per_class": 1, "heldout_per_class": 1, "
 
 
 def load_backbone(path: str | Path, device="cpu") -> nn.Module:
-    """A zoo safetensors file (fp16 backbone state dict) loaded strictly into the plain timm config, as float32."""
-    from safetensors.torch import load_file
-    model = timm.create_model(BACKBONE_ARCH, **BACKBONE_KWARGS)
-    sd = {k: v.float() for k, v in load_file(str(path)).items()}
-    model.load_state_dict(sd, strict=True)
-    return model.to(device).eval()
+    """A zoo safetensors file (fp16 backbone state dict) loaded strictly as float32, through the registry's loader
+    (every zoo entry shares one architecture, :data:`vitscope.models.registry.ZOO_VIT`)."""
+    from ..models import load_model
+
+    return load_model(ZOO_ENTRY, weights=path, device=device)
 
 
 @torch.no_grad()

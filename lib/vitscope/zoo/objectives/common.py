@@ -20,8 +20,10 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
-BACKBONE_ARCH = "vit_tiny_patch16_224"
-BACKBONE_KWARGS = dict(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6, num_classes=0)
+from ...models.registry import ZOO_ARCH, ZOO_VIT
+
+BACKBONE_ARCH = ZOO_ARCH                   # the registry defines the zoo's architecture once
+BACKBONE_KWARGS = dict(ZOO_VIT)
 EMBED_DIM = BACKBONE_KWARGS["embed_dim"]
 PATCH = BACKBONE_KWARGS["patch_size"]
 
