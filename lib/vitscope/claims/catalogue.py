@@ -15,6 +15,7 @@ PAPERS = {"TM": "Teaching Matters (Walmer et al., CVPR 2023)",
 
 _AD = "vitscope.sections.attention_distance.check_claims"
 _CKA = "vitscope.sections.cka.check_claims"
+_PROBES = "vitscope.sections.probes.check_claims"
 _LAST_CKA = "vitscope.sections.last_layer_cka.check_claims"
 _PURITY = "vitscope.sections.purity.check_claims"
 _KNN_TM = "vitscope.sections.knn.check_tm_claims"
@@ -166,15 +167,15 @@ _ROWS = (
     Claim("OM-2.2a", "OM", "2.2", "Fig. 2a",
           ("Deeper non-linear probes on the final CLS do not help joint-embedding models, while MAE gains about "
            "1 point with a three-layer probe."),
-          page=None, check=None),
+          page="om_2_2_probes", check=_PROBES),
     Claim("OM-2.2b", "OM", "2.2", "Fig. 2b",
           ("In joint-embedding models the final pre-projector CLS token holds the class-discriminative "
            "information, where a linear probe on it does best."),
-          page=None, check=None),
+          page="om_2_2_probes", check=_PROBES),
     Claim("OM-2.2c", "OM", "2.2", "Fig. 2c, Table 2b",
           ("A linear probe on the final plus an intermediate CLS token improves reconstruction models but not "
            "joint-embedding models."),
-          page=None, check=None),
+          page="om_2_2_probes", check=_PROBES),
     Claim("OM-2.2d", "OM", "2.2", "Fig. 3",
           ("RCDM samples show joint-embedding representations invariant to horizontal flips and reconstruction "
            "representations not."),

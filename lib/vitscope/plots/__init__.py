@@ -11,6 +11,7 @@ from .cka import cka_by_layer_type, cka_grid, cka_heatmap, pair_matrix
 from .common import (FIGURE_DPI, MAX_FIGURE_WIDTH_IN, TICK_LABEL_PT, finish, house_style, new_figure, reference_line,
                      save_figure)
 from .purity import cka_model_matrices, purity_by_layer, purity_overview
+from .probes import probe_accuracy_panels
 from .zoo import accuracy_vs_random, scene_grid, training_curves
 
 __all__ = ["FIGURE_DPI", "MAX_FIGURE_WIDTH_IN", "TICK_LABEL_PT", "accuracy_vs_random", "attention_distance_by_layer",
