@@ -90,3 +90,22 @@ def test_concurrent_writers_leave_a_valid_entry_and_readers_never_see_a_torn_one
     assert torch.equal(store.get("m", "p", KEY)["x"], torch.arange(200_000, dtype=torch.float32))
     assert not [f for f in os.listdir(tmp_path / "m") if f.endswith(".tmp")]
 
+
+
+def test_memo_computes_once_and_keys_on_the_input_digest(tmp_path):
+    from vitscope.extract.store import tensor_digest
+
+    store, calls = FeatureStore(tmp_path), []
+    x = torch.arange(12.0).reshape(3, 4)
+
+    def compute():
+        calls.append(1)
+        return {"y": x.sum(0)}
+
+    key = {"features": tensor_digest(x), "k": 2}
+    assert torch.equal(store.memo("m", "derived", key, compute)["y"], x.sum(0))
+    assert torch.equal(store.memo("m", "derived", key, compute)["y"], x.sum(0)) and len(calls) == 1
+    # one changed value, a changed dtype or shape: another digest, so another entry
+    assert tensor_digest(x) != tensor_digest(x.clone().index_fill_(0, torch.tensor([0]), 1.0))
+    assert tensor_digest(x) != tensor_digest(x.double()) != tensor_digest(x.reshape(4, 3))
+    assert tensor_digest(x) == tensor_digest(x.clone())

@@ -32,6 +32,16 @@ def key_hash(key: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A 16-hex-digit digest of tensors' dtypes, shapes and bytes: the identity of a derived result's input."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 def default_root() -> Path:
     """The project's cache (:func:`vitscope.paths.cache_root`), whatever the working directory."""
     return cache_root()
@@ -80,6 +90,18 @@ class FeatureStore:
             with open(log, "a") as f:
                 f.write(f"{meta}\n")
         return load_file(data)
+
+    def memo(self, model: str, product: str, key: dict, compute) -> dict[str, torch.Tensor]:
+        """The entry for ``key``, computing and storing ``compute()`` (a dict of tensors) on a miss.
+
+        For derived results (k-means assignments, re-evaluations): put the digest of their inputs
+        (:func:`tensor_digest`) and every setting that changes them in ``key``."""
+        hit = self.get(model, product, key)
+        if hit is not None:
+            return hit
+        tensors = compute()
+        self.put(model, product, key, tensors)
+        return tensors
 
     def put(self, model: str, product: str, key: dict, tensors: dict[str, torch.Tensor], info: dict | None = None):
         """Write tensors and their key atomically; the sidecar (with the data's checksum) is written last."""

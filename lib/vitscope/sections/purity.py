@@ -24,6 +24,7 @@ from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interva
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import FeatureStore, PooledTokens, extract
+from ..extract.store import tensor_digest
 from ..kernels import clustering as clustering_k
 from ..kernels.stats import bootstrap_contrast
 from ..profiles import Profile
@@ -72,11 +73,23 @@ def cluster_model(model: str, profile: Profile, *, weights=None, device=None, st
     if key not in _MEMO:
         pooled, labels, n_classes = _pooled(model, profile, weights, device, store, progress)
         k = spec.get("k") or n_classes
-        assignments = {t: torch.stack([clustering_k.kmeans(pooled[t][:, b], k, km)
-                                       for b in range(pooled[t].shape[1])]) for t in TOKENS}
+        assignments = {t: _kmeans_blocks(model, pooled[t], k, km, store) for t in TOKENS}
         _MEMO[key] = {"labels": labels, "k": k, "dim": pooled["cls"].shape[-1], "n_images": len(labels),
                       "assignments": assignments}
     return _MEMO[key]
+
+
+#: Bump when the clustering of cached features would change for the same inputs and settings.
+CLUSTERING_VERSION = 1
+
+
+def _kmeans_blocks(model: str, features: torch.Tensor, k: int, km, store) -> torch.Tensor:
+    """Cluster ids int64 [L, N] of every block of ``features`` [N, L, D], cached on disk by the features' digest
+    and the k-means settings, so the per-model, overview and claims pages cluster each model once."""
+    key = {"features": tensor_digest(features), "k": k, "settings": km.record(), "version": CLUSTERING_VERSION}
+    store = store or FeatureStore()
+    return store.memo(model, "kmeans", key, lambda: {"assignments": torch.stack(
+        [clustering_k.kmeans(features[:, b], k, km) for b in range(features.shape[1])])})["assignments"]
 
 
 def noise_assignment(labels: torch.Tensor, k: int, dim: int, profile: Profile) -> torch.Tensor:
@@ -85,7 +98,10 @@ def noise_assignment(labels: torch.Tensor, k: int, dim: int, profile: Profile) -
     distribution = spec.get("noise", "gaussian")
     key = _memo_key(NOISE, len(labels), dim, k, distribution, km.record())
     if key not in _MEMO:
-        _MEMO[key] = clustering_k.kmeans(clustering_k.noise_features(len(labels), dim, 0, distribution), k, km)
+        disk_key = {"n": len(labels), "dim": dim, "k": k, "distribution": distribution, "settings": km.record(),
+                    "version": CLUSTERING_VERSION}
+        _MEMO[key] = FeatureStore().memo(NOISE, "kmeans", disk_key, lambda: {"assignment": clustering_k.kmeans(
+            clustering_k.noise_features(len(labels), dim, 0, distribution), k, km)})["assignment"]
     return _MEMO[key]
 
 
@@ -134,8 +150,8 @@ def seed_spread(model: str, profile: Profile, seeds=(0, 1, 2, 3, 4), *, tokens: 
     rows = []
     for s in seeds:
         km = dataclasses.replace(base, seed=s)
-        rows.append({"model": model, "tokens": tokens, "seed": s,
-                     "purity": clustering_k.purity(labels, clustering_k.kmeans(pooled[tokens][:, -1], k, km))})
+        assignment = _kmeans_blocks(model, pooled[tokens][:, -1:], k, km, store)[0]
+        rows.append({"model": model, "tokens": tokens, "seed": s, "purity": clustering_k.purity(labels, assignment)})
     return pd.DataFrame(rows)
 
 
