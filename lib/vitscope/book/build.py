@@ -66,6 +66,7 @@ PAGES = (
     Page("om_2_2_probes", "OM", "2.2 Linear, non-linear and multi-layer probes", per_model=False),
     Page("om_2_2_knn", "OM", "2.2 k-NN per block: CLS and GAP", per_model=False),
     Page("om_2_2_invariance", "OM", "2.2 Invariance to flips and other augmentations", per_model=False),
+    Page("om_app_b1_cka_convergence", "OM", "B.1 Minibatch CKA: batch size and number of examples", per_model=False),
     Page("om_app_f_agreement", "OM", "F Do models agree on their predictions?", per_model=False),
     Page("about_claims", "About", "Claims ledger", per_model=False, stage=2),
     Page("about_zoo", "About", "The mini-zoo", per_model=False, depends_on="zoo"),

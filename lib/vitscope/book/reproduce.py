@@ -47,6 +47,7 @@ NOTEBOOK_SECTIONS: dict[str, tuple[str, ...]] = {
     "om_2_2_probes": ("probes",),
     "om_2_2_knn": ("knn",),
     "om_2_2_invariance": ("invariance",),
+    "om_app_b1_cka_convergence": ("cka_convergence",),
     "om_app_f_agreement": ("agreement",),
     # the ledger re-checks the claims of every section
     "about_claims": ("cls_attention", "aaam", "attention_distance", "last_layer_cka", "purity", "knn", "cka",

@@ -163,7 +163,7 @@ _ROWS = (
           page="om_2_2_knn", check=_KNN_OM),
     Claim("OM-B.1", "OM", "App. B.1", "Fig. 6",
           "Minibatch CKA is stable for batch sizes of 32 or more and 1024 or more examples.",
-          page=None, check=None),
+          page="om_app_b1_cka_convergence", check=None),
     Claim("OM-2.2a", "OM", "2.2", "Fig. 2a",
           ("Deeper non-linear probes on the final CLS do not help joint-embedding models, while MAE gains about "
            "1 point with a three-layer probe."),

@@ -8,6 +8,7 @@ from .attention import (attention_distance_by_layer, attention_distance_conventi
 from . import attention_maps  # noqa: F401  (TM 4.1/4.2: plots.attention_maps.map_grid, ...)
 from . import knn  # noqa: F401  (TM 6.1, OM Figs. 3, 12, 13: plots.knn.knn_models, ...)
 from .cka import cka_by_layer_type, cka_grid, cka_heatmap, pair_matrix
+from . import cka_convergence  # noqa: F401  (OM App. B.1: plots.cka_convergence.convergence_panels, ...)
 from .common import (FIGURE_DPI, MAX_FIGURE_WIDTH_IN, TICK_LABEL_PT, finish, house_style, new_figure, reference_line,
                      save_figure)
 from .purity import cka_model_matrices, purity_by_layer, purity_overview
