@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.vitscope-installed
 LOCK   := requirements.lock
 PIP_TOOLS := pip-tools==7.6.2
 PROFILE ?= demo
+# Pages executed at once by `make book` (each kernel gets cores/JOBS threads); 2 suits the 2-core reference machine.
+JOBS ?= 2
 
 .PHONY: install lock book test test-fast bench mutate clean
 
@@ -29,7 +31,7 @@ lock: install
 	$(PY) tools/lock.py $(if $(UPGRADE),--upgrade)
 
 book: install
-	$(VENV)/bin/vitscope book --profile $(PROFILE)
+	$(VENV)/bin/vitscope book --profile $(PROFILE) --jobs $(JOBS)
 	@echo "Open _build/html/index.html"
 
 test: install

@@ -228,3 +228,24 @@ def test_show_and_ledger_report_verdicts_intervals_and_coverage():
     assert cov["claims"].sum() == len(CLAIMS)
     assert cov["with_page"].sum() == sum(c.page is not None for c in CLAIMS.values())
     assert claims.results_table(results)["effect"].iloc[0] == pytest.approx(results[0].effect.estimate)
+
+
+def test_pages_carry_their_verdicts_and_the_ledger_collects_them(tmp_path):
+    import json
+
+    from vitscope import claims
+    from vitscope.claims import CLAIMS_MIME, ClaimResult, Interval
+
+    results = [ClaimResult("TM-4.3c", "zoo-dino", claims.HOLDS, "why", "a measure", 1,
+                           Interval(0.1, 0.05, 0.15, 500, "images"), None, "random-a", 0.01, None, ("random-a",)),
+               ClaimResult("OM-2.1a", "pairs", claims.CANNOT_CHECK, "no models")]
+    bundle = claims.show(results)._repr_mimebundle_()
+    assert "TM-4.3c" in bundle["text/markdown"]
+    assert [claims.from_json(d) for d in json.loads(json.dumps(bundle[CLAIMS_MIME]))] == results
+    page = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "execute_result", "data": bundle}]}],
+            "metadata": {"papermill": {"parameters": {"profile": "demo"}}}}
+    for name in ("tm_x.ipynb", "om_y.ipynb"):      # the same results on two pages are collected once
+        (tmp_path / "book" / "generated").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "book" / "generated" / name).write_text(json.dumps(page))
+    assert claims.book_results("demo", root=tmp_path) == results
+    assert claims.book_results("paper", root=tmp_path) == []

@@ -68,7 +68,9 @@ PAGES = (
     Page("om_2_2_invariance", "OM", "2.2 Invariance to flips and other augmentations", per_model=False),
     Page("om_app_b1_cka_convergence", "OM", "B.1 Minibatch CKA: batch size and number of examples", per_model=False),
     Page("om_app_f_agreement", "OM", "F Do models agree on their predictions?", per_model=False),
-    Page("about_claims", "About", "Claims ledger", per_model=False, stage=2),
+    # the ledger collects the verdicts the section pages displayed: it runs after them and depends on their outputs
+    Page("about_claims", "About", "Claims ledger", per_model=False, stage=2, depends_on="none",
+         inputs=("book/generated/tm_*.ipynb", "book/generated/tm_*/*.ipynb", "book/generated/om_*.ipynb")),
     Page("about_zoo", "About", "The mini-zoo", per_model=False, depends_on="zoo"),
     Page("about_models", "About", "The models", per_model=False, depends_on="none"),
     Page("about_environment", "About", "Environment", per_model=False, depends_on="none",

@@ -96,8 +96,17 @@ def _write_failure_notebook(dest: Path, job: Job, detail: str, trace: str) -> No
     dest.write_text(json.dumps(nb, indent=1))
 
 
+def _share_cores(n_jobs: int) -> None:
+    """Give each of ``n_jobs`` concurrent kernels its share of the cores (inherited through the environment):
+    torch's default of one thread per core in every kernel oversubscribes the machine and spin-waits."""
+    threads = str(max(1, (os.cpu_count() or 1) // n_jobs))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+
+
 def _local(root: Path, jobs: list[Job], n_jobs: int) -> list[tuple[str, float, str]]:
     args = [(str(root), job, str(read_log_path(root, job))) for job in jobs]
+    _share_cores(n_jobs)
     # spawn: a fresh interpreter per worker, no forked torch/zmq state
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(execute_job, *zip(*args)))

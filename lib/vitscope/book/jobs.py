@@ -88,11 +88,15 @@ def model_identities(models) -> dict[str, dict]:
 
 
 def input_digests(inputs, root: Path) -> dict[str, str]:
-    """Digests of a page's other inputs: files or folders relative to the project root (a folder: its ``.py``
-    files), ``@cache/<path>`` under the cache root, and ``@installed-packages`` (every installed distribution
-    and its version: a page about the environment depends on all of them)."""
+    """Digests of a page's other inputs: files, folders (their ``.py`` files) or globs relative to the project root,
+    ``@cache/<path>`` under the cache root, and ``@installed-packages`` (every installed distribution and its
+    version: a page about the environment depends on all of them)."""
     out = {}
     for item in inputs:
+        if "*" in item:       # a glob under the project root: every matching file
+            files = sorted(p for p in root.glob(item) if p.is_file())
+            out[item] = _digest([(str(p.relative_to(root)), _file_digest(p)) for p in files])
+            continue
         if item == "@installed-packages":
             dists = sorted({(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}.items())
             out[item] = _digest(dists)

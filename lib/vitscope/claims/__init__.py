@@ -10,7 +10,8 @@ imports them only when :func:`run_checks` is called, so sections can import the 
 """
 from .baseline import noise_seeds, untrained_baseline
 from .catalogue import CLAIMS, PAPERS, Claim, claims_for_page, get_claim
-from .render import coverage, ledger, results_table, rule_note, run_checks, show
+from .render import (CLAIMS_MIME, book_results, collect, coverage, from_json, ledger, results_table, rule_note,
+                     run_checks, show, to_json)
 from .verdict import (
                       CANNOT_CHECK,
                       CONFIDENCE,
@@ -27,7 +28,7 @@ from .verdict import (
                       judge,
 )
 
-__all__ = ["CANNOT_CHECK", "CLAIMS", "CONFIDENCE", "DOES_NOT_HOLD", "HOLDS", "INCONCLUSIVE", "N_RESAMPLES", "PAPERS",
+__all__ = ["CANNOT_CHECK", "CLAIMS", "CLAIMS_MIME", "book_results", "collect", "from_json", "to_json", "CONFIDENCE", "DOES_NOT_HOLD", "HOLDS", "INCONCLUSIVE", "N_RESAMPLES", "PAPERS",
            "SEED", "VERDICTS", "Claim", "ClaimResult", "Interval", "cannot_check", "claims_for_page", "coverage",
            "decide", "get_claim", "judge", "ledger", "noise_seeds", "results_table", "rule_note", "run_checks", "show",
            "untrained_baseline"]

@@ -1,6 +1,8 @@
 """Claims as page content: one MyST block per page (``show``) and tidy tables for the Claims page."""
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 from collections.abc import Iterable
 
@@ -100,7 +102,59 @@ def show(results: Iterable[ClaimResult]) -> Markdown:
     judged = [r for r in results if r.effect is not None]    # cannot-check rows carry no seeds either way
     note = rule_note(list(dict.fromkeys(s for r in judged for s in r.seeds)) if judged else None)
     blocks = [f"```{{note}}\n{note}\n```"] + [_claim_block(get_claim(c), rs) for c, rs in by_claim.items()]
-    return Markdown("\n\n".join(blocks) + "\n")
+    return ClaimsDisplay("\n\n".join(blocks) + "\n", results)
+
+
+#: The MIME type under which a page's output carries its judged claims, for the Claims ledger to collect.
+CLAIMS_MIME = "application/vnd.vitscope.claims+json"
+
+
+class ClaimsDisplay:
+    """What :func:`show` returns: Markdown for the page, plus the results themselves as JSON in the same output,
+    so the Claims ledger collects every page's verdicts from the executed notebooks instead of recomputing them."""
+
+    def __init__(self, markdown: str, results: list[ClaimResult]):
+        self.markdown, self.results = markdown, results
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/markdown": self.markdown, CLAIMS_MIME: [to_json(r) for r in self.results]}
+
+    @property
+    def data(self) -> str:     # the Markdown text, as IPython's Markdown objects expose it
+        return self.markdown
+
+
+def to_json(result: ClaimResult) -> dict:
+    """A JSON-serialisable dict of ``result`` (intervals as dicts); :func:`from_json` inverts it."""
+    return dataclasses.asdict(result)
+
+
+def from_json(data: dict) -> ClaimResult:
+    fields = dict(data)
+    for name in ("effect", "baseline"):
+        if fields.get(name) is not None:
+            fields[name] = Interval(**fields[name])
+    fields["seeds"] = tuple(fields.get("seeds", ()))
+    return ClaimResult(**fields)
+
+
+def collect(notebooks: Iterable) -> list[ClaimResult]:
+    """Every claim result the executed ``notebooks`` (paths) displayed through :func:`show`, in order, each
+    (claim, subject) once."""
+    import json
+    from pathlib import Path
+
+    seen, out = set(), []
+    for path in notebooks:
+        nb = json.loads(Path(path).read_text())
+        for cell in nb.get("cells", []):
+            for output in cell.get("outputs", []):
+                for data in output.get("data", {}).get(CLAIMS_MIME, []):
+                    result = from_json(data)
+                    if (result.claim, result.subject) not in seen:
+                        seen.add((result.claim, result.subject))
+                        out.append(result)
+    return out
 
 
 def _resolve(dotted: str):
@@ -143,3 +197,19 @@ def coverage(table: pd.DataFrame) -> pd.DataFrame:
     verdicts = pd.crosstab(out.paper, out.verdict)
     return counts.join(verdicts).fillna(0).astype(int).rename(index=PAPERS)
 
+
+
+def book_results(profile_name: str, root=None) -> list[ClaimResult]:
+    """The claims judged by the executed pages of the book (``book/generated``) for ``profile_name``, read from
+    their outputs (see :class:`ClaimsDisplay`); empty when the book has not been executed for that profile."""
+    import json
+
+    from ..paths import project_root
+
+    folder = (root or project_root()) / "book" / "generated"
+    pages = []
+    for path in sorted(folder.rglob("*.ipynb")) if folder.is_dir() else []:
+        params = json.loads(path.read_text()).get("metadata", {}).get("papermill", {}).get("parameters", {})
+        if params.get("profile") == profile_name and not path.stem.startswith("about_"):
+            pages.append(path)
+    return collect(pages)
