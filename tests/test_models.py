@@ -438,3 +438,27 @@ def test_openai_clip_fp16_release_is_upcast():
     assert set(converted) == set(src.state_dict())
     assert all(v.dtype == torch.float32 for v in converted.values())
     assert torch.equal(converted["cls_token"], src.cls_token.detach().half().float())
+
+
+class _Planted:
+    """Unpickling this object creates a file: what a malicious checkpoint does with full unpickling."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.reliability("security", "a checkpoint whose unpickling would run code is refused; the code never runs")
+def test_malicious_pickle_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "payload": _Planted(marker)}, path)
+    with pytest.raises(CheckpointError, match="weights_only|safe"):
+        load_model("random-a", weights=path)
+    assert not marker.exists()
+    # the same file, fully unpickled, would have planted the file: the test can fail
+    torch.load(path, weights_only=False)
+    assert marker.exists()
