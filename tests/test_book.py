@@ -22,7 +22,8 @@ from vitscope.profiles import load_profile
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-COPY = ["_config.yml", "book", "notebooks", "profiles", "data_manifests"]
+COPY = ["_config.yml", "book", "notebooks", "profiles", "data_manifests", "benchmarks", "tests", "requirements.lock",
+        "pyproject.toml"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def project(tmp_path_factory):
     for name in COPY:
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("generated", ".ipynb_checkpoints"))
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("generated", ".ipynb_checkpoints", "__pycache__"))
         else:
             shutil.copy(src, root / name)
     (root / "lib").symlink_to(REPO / "lib")   # book/about/objectives.md includes the zoo's code from lib/

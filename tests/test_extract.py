@@ -217,3 +217,32 @@ def test_bf16_autocast_is_opt_in_and_keyed(tiny_vit, dataset, tmp_path):
     assert 0 < diff < 0.05                                       # it did change precision, and only a little
     with pytest.raises(ValueError, match="autocast"):
         extract(tiny_vit, {"name": "tiny"}, dataset, {"ad": AttentionDistance()}, autocast="fp8", **kw)
+
+
+def test_attention_distance_product_refuses_a_nan_map_by_block():
+    """The product skips the probability checks on captured maps, so a NaN map must still stop it, naming the block
+    (checked once per batch: on a GPU each check is a synchronisation)."""
+    product = AttentionDistance()
+    product.start({"depth": 2, "n_prefix": 1, "patch_size": 16, "grid": (2, 2)}, 2)
+    product.begin_batch(2)
+    good = torch.full((2, 1, 5, 5), 0.2)
+    product.consume("attn", 0, good)
+    bad = good.clone()
+    bad[1, 0, 2, 3] = float("nan")
+    product.consume("attn", 1, bad)
+    with pytest.raises(ValueError, match=r"block\(s\) \[1\].*NaN"):
+        product.end_batch()
+
+
+def test_gram_product_refuses_non_finite_features_naming_site_and_block():
+    product = GramMatrices(capture_sites=("block", "fc1"))
+    product.start({"depth": 2, "n_prefix": 1, "patch_size": 16, "grid": (2, 2)}, 4)
+    product.begin_batch(4)
+    for site in ("block", "fc1"):
+        for block in range(2):
+            x = torch.randn(4, 5, 3)
+            if (site, block) == ("fc1", 0):
+                x[2, 1, 0] = float("inf")
+            product.consume(site, block, x)
+    with pytest.raises(ValueError, match=r"\('fc1', 0\).*NaN or Inf"):
+        product.end_batch()

@@ -215,3 +215,30 @@ def test_negative_attention_entries_are_rejected():
         att.attention_distance(a)
     with pytest.raises(ValueError, match="NaN or Inf"):
         att.attention_distances(torch.full((1, 1, 5, 5), float("nan")))
+
+
+def test_unchecked_path_gives_the_same_numbers_and_lets_nan_through_as_nan():
+    """Extraction skips the probability checks on maps a softmax produced; the numbers must not change."""
+    a = torch.from_numpy(random_attn(3, 2, 5, 1, seed=4)).float()
+    checked = att.attention_distances(a, 1, patch_size=16)
+    unchecked = att.attention_distances(a, 1, patch_size=16, check_probabilities=False)
+    for method in att.METHODS:
+        torch.testing.assert_close(unchecked[method], checked[method], rtol=0, atol=0)
+    bad = a.clone()
+    bad[1, 0, 3, 2] = float("nan")
+    out = att.attention_distances(bad, 1, patch_size=16, check_probabilities=False)
+    assert torch.isnan(out["unit_square"][1, 0]) and torch.isfinite(out["unit_square"][0]).all()
+    with pytest.raises(ValueError, match="not a square"):                 # the layout is still checked
+        att.attention_distances(a[:, :, :-1, :-1], 1, check_probabilities=False)
+
+
+def test_half_and_strided_maps_match_the_numpy_reference():
+    a = random_attn(2, 3, 4, 2, seed=5)
+    wide = torch.zeros(2, 3, 18, 20, dtype=torch.float64)
+    wide[:, :, :, :18] = torch.from_numpy(a)
+    strided = wide[:, :, :, :18]                                          # rows not contiguous in memory
+    for m, v in (("unit_square", "teaching-matters"), ("pixels", "pixels")):
+        ref = np_attention_distance(a, 2, v, 16)
+        np.testing.assert_allclose(att.attention_distance(strided, 2, m, 16).numpy(), ref, rtol=1e-12)
+        np.testing.assert_allclose(att.attention_distance(strided.half(), 2, m, 16).double().numpy(), ref,
+                                   rtol=3e-3)

@@ -259,3 +259,23 @@ def test_gram_tokens_cka_within_1e6_of_float64():
     err = (cka.minibatch_cka_from_grams([fast_a], [fast_b]) - cka.minibatch_cka_from_grams([ref_a], [ref_b]))
     assert err.abs().max() < 1e-6
     torch.testing.assert_close(cka.gram_tokens(A[0][:4].double()), ref_a[0][:4, :4], atol=1e-9, rtol=1e-12)
+
+
+@pytest.mark.parametrize("p_chunk_bytes", [40, 1000, 10**9])   # many chunks with a ragged last one, a few, one
+def test_gram_tokens_is_exact_in_float64_whatever_the_chunking(monkeypatch, p_chunk_bytes):
+    """float64 input: chunked, centred and recombined, the Gram equals X Xᵀ to rounding (an exact identity)."""
+    monkeypatch.setattr(cka, "_GRAM_CHUNK_BYTES", p_chunk_bytes)
+    X = torch.randn(6, 7, 5, dtype=torch.float64) + 4.0
+    ref = X.reshape(6, -1).numpy() @ X.reshape(6, -1).numpy().T
+    np.testing.assert_allclose(cka.gram_tokens(X).numpy(), ref, rtol=1e-12, atol=1e-10)
+
+
+def test_gram_tokens_half_input_and_inf_rejected():
+    X = torch.randn(5, 3, 4)
+    np.testing.assert_allclose(cka.gram_tokens(X.half()).numpy(), cka.gram(X.half().double()).numpy(), rtol=1e-5,
+                               atol=1e-4)
+    X[2, 1, 1] = float("inf")
+    with pytest.raises(ValueError, match="X.*NaN or Inf"):
+        cka.gram_tokens(X)
+    with pytest.raises(ValueError, match="floating point"):
+        cka.gram_tokens(torch.ones(4, 2, 3, dtype=torch.long))

@@ -77,6 +77,8 @@ PAGES = (
          inputs=("requirements.lock", "pyproject.toml", "@installed-packages")),
     Page("about_reliability", "About", "Reliability", per_model=False, depends_on="none",
          inputs=("tests", "@cache/tests/reliability.json")),
+    Page("about_performance", "About", "Performance", per_model=False, depends_on="none",
+         inputs=("benchmarks/results/latest.json", "benchmarks/report.py")),
 )
 
 #: Hand-written pages (Markdown under book/), listed in the TOC after the executed pages of their part:
@@ -177,16 +179,21 @@ def run_matrix(profile: Profile, root: Path | None = None, pages=PAGES, *, n_job
     root = root or project_root()
     jobs = plan(profile, pages)
     identities = model_identities(sorted({m for j in jobs for m in j.models}))
-    prints = {j: fingerprint(j, root, profile, identities) for j in jobs}
-    due = [j for j in jobs if force or not is_current(j, root, prints[j])]
-    outcomes = [Outcome(j, "skipped") for j in jobs if j not in due]
-    for o in outcomes:
-        log(f"[vitscope book] up to date: {o.job.output}")
-    for o in run_jobs(root, due, n_jobs=n_jobs, executor=executor, gpu=profile.device == "cuda", log=log):
-        decorate(root / o.job.output, o.job, profile, o.error)
-        if o.status == "executed":
-            write_stamp(o.job, prints[o.job], read_products(read_log_path(root, o.job)))
-        outcomes.append(o)
+    outcomes = []
+    for stage in sorted({j.stage for j in jobs}):
+        # fingerprinted stage by stage: a later stage may depend on pages an earlier stage just wrote
+        batch = [j for j in jobs if j.stage == stage]
+        prints = {j: fingerprint(j, root, profile, identities) for j in batch}
+        due = [j for j in batch if force or not is_current(j, root, prints[j])]
+        for j in batch:
+            if j not in due:
+                log(f"[vitscope book] up to date: {j.output}")
+                outcomes.append(Outcome(j, "skipped"))
+        for o in run_jobs(root, due, n_jobs=n_jobs, executor=executor, gpu=profile.device == "cuda", log=log):
+            decorate(root / o.job.output, o.job, profile, o.error)
+            if o.status == "executed":
+                write_stamp(o.job, prints[o.job], read_products(read_log_path(root, o.job)))
+            outcomes.append(o)
     _remove_stale(root, jobs)
     return outcomes
 

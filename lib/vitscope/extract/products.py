@@ -69,7 +69,7 @@ class AttentionDistance(Product):
 
     name = "attention_distance"
     sites = ("attn",)
-    version = 2      # 2: single pass, float32 row sums with float64 query means (within 1e-6 of version 1)
+    version = 3      # 2: single pass, float32 row sums, float64 query means (within 1e-6 of 1); 3: sums by one bmm
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)
@@ -82,17 +82,20 @@ class AttentionDistance(Product):
     def consume(self, site, block, x):
         g = self.geometry
         # The map is the model's own softmax output: checking its rows sum to 1 would cost two more passes over
-        # [B, H, T, T] per block. A NaN/Inf map still yields a NaN/Inf distance, checked here on [B, H] values.
+        # [B, H, T, T] per block. A NaN/Inf map still yields a NaN/Inf distance, checked in end_batch on the
+        # [B, L, H] values. Results stay on the model's device until then: one transfer (and GPU sync) per batch.
         distances = attention_k.attention_distances(x, g["n_prefix"], g["patch_size"], check_probabilities=False)
         for method, d in distances.items():
-            if not bool(torch.isfinite(d).all()):
-                raise ValueError(f"block {block}: the captured attention map holds NaN or Inf values (a diverged "
-                                 "model or a reduced-precision overflow); check the model's weights and autocast")
-            self._batch[method][block] = d.float().cpu()
+            self._batch[method][block] = d.float()
 
     def end_batch(self):
         for method, per_block in self._batch.items():
-            self._rows[method].append(torch.stack(per_block, dim=1))             # [B, L, H]
+            rows = torch.stack(per_block, dim=1)                                  # [B, L, H]
+            if not bool(torch.isfinite(rows).all()):
+                bad = sorted({int(b) for b in torch.nonzero(~torch.isfinite(rows))[:, 1]})
+                raise ValueError(f"block(s) {bad}: the captured attention maps hold NaN or Inf values (a diverged "
+                                 "model or a reduced-precision overflow); check the model's weights and autocast")
+            self._rows[method].append(rows.cpu())
 
     def finish(self):
         return {k: torch.cat(v) for k, v in self._rows.items()}
@@ -145,12 +148,15 @@ class PooledTokens(Product):
         self._mean.append([None] * self.geometry["depth"])
 
     def consume(self, site, block, x):
-        self._cls[-1][block] = x[:, 0].float().cpu()
-        self._mean[-1][block] = x[:, self.geometry["n_prefix"]:].mean(dim=1, dtype=torch.float32).cpu()
+        self._cls[-1][block] = x[:, 0].float()                    # to the CPU once per batch, in end_batch
+        self._mean[-1][block] = x[:, self.geometry["n_prefix"]:].mean(dim=1, dtype=torch.float32)
+
+    def end_batch(self):
+        self._cls[-1] = torch.stack(self._cls[-1], dim=1).cpu()
+        self._mean[-1] = torch.stack(self._mean[-1], dim=1).cpu()
 
     def finish(self):
-        return {"cls": torch.cat([torch.stack(b, dim=1) for b in self._cls]),
-                "mean": torch.cat([torch.stack(b, dim=1) for b in self._mean])}
+        return {"cls": torch.cat(self._cls), "mean": torch.cat(self._mean)}
 
 
 TOKEN_REDUCTIONS = ("all", "cls", "mean", "spatial")
@@ -172,7 +178,7 @@ class GramMatrices(Product):
     capture_sites: tuple[str, ...] = ("block",)
     tokens: str = "all"
     name = "grams"
-    version = 3      # 3: "all" tokens via cka.gram_tokens (one centred float32 matmul, float64 recombination)
+    version = 3      # 3: "all" tokens via cka.gram_tokens (chunked centred float32 matmuls, float64 recombination)
     #: Each batch is one HSIC_1 minibatch, so it must hold HSIC_1's minimum number of examples.
     min_batch = cka_k.HSIC1_MIN_N
 
@@ -196,18 +202,23 @@ class GramMatrices(Product):
 
     def consume(self, site, block, x):
         if self.tokens == "all":
-            g = cka_k.gram_tokens(x)
+            g = cka_k.gram_tokens(x, check_finite=False)            # checked once per batch, in end_batch
         elif self.tokens == "spatial":
-            g = cka_k.gram_tokens(x[:, self.geometry["n_prefix"]:])
+            g = cka_k.gram_tokens(x[:, self.geometry["n_prefix"]:], check_finite=False)
         elif self.tokens == "cls":
             g = cka_k.gram(x[:, 0])
         else:
             g = cka_k.gram(x[:, self.geometry["n_prefix"]:].mean(dim=1, dtype=torch.float64))
-        self._rows[(site, block)] = g.cpu()
+        self._rows[(site, block)] = g                              # to the CPU once per batch, in end_batch
 
     def end_batch(self):
         order = [(site, block) for site in self.capture_sites for block in range(self.geometry["depth"])]
-        self._batches.append(torch.stack([self._rows[k] for k in order]))
+        stack = torch.stack([self._rows[k] for k in order])
+        if not bool(torch.isfinite(stack).all()):
+            bad = sorted({order[int(i)] for i in torch.nonzero(~torch.isfinite(stack))[:, 0]})
+            raise ValueError(f"{bad}: the captured features hold NaN or Inf values (or overflow float32 in their "
+                             "Gram); check the model's weights and autocast")
+        self._batches.append(stack.cpu())
 
     def finish(self):
         return {f"batch{i:04d}": g for i, g in enumerate(self._batches)}

@@ -95,7 +95,8 @@ def token_grid_distances(grid_size: int, unit: str = "unit_square", patch_size: 
     return torch.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
 
 
-def attention_distances(attn: Tensor, n_prefix: int = 1, patch_size: float | None = None) -> dict[str, Tensor]:
+def attention_distances(attn: Tensor, n_prefix: int = 1, patch_size: float | None = None, *,
+                        check_probabilities: bool = True) -> dict[str, Tensor]:
     """Average attention distance per image and head by both :data:`METHODS` in ONE pass: ``{method: [B, H]}``.
 
     For each spatial query q, ``s_q = sum_k a_qk d(q, k)`` over spatial keys with unit-square distances d, and its
@@ -108,15 +109,24 @@ def attention_distances(attn: Tensor, n_prefix: int = 1, patch_size: float | Non
 
     ``s_q`` and ``m_q`` are computed in ``attn``'s dtype promoted to at least float32 (a sum of G*G products per
     row); the division and the mean over queries in float64; results are returned in that compute dtype.
+
+    ``check_probabilities=False`` skips the two full passes that check entries and row sums (the layout is still
+    checked): for maps a softmax just produced, as extraction captures them. NaN/Inf then still show as NaN/Inf
+    in the result, which the caller can check on [B, H] values.
     """
-    G = validate_attention(attn, n_prefix)
+    G = validate_attention(attn, n_prefix) if check_probabilities else _validate_layout(attn, n_prefix)
     cdtype = _compute_dtype(attn.dtype)
+    B, H, Q = attn.shape[0], attn.shape[1], G * G
     a = attn[:, :, n_prefix:, n_prefix:]
     if a.dtype != cdtype:
         a = a.to(cdtype)
+    # Both row sums in ONE read of the map, with no [B, H, Q, K] temporary: a batched matmul over queries q,
+    # [Q, B*H, K] @ [Q, K, 2], against [d(q, k), 1] (the columns give s_q and m_q). The [Q, B*H, K] operand is a
+    # strided view of the map (its rows stay contiguous), so nothing is copied.
     d = token_grid_distances(G, "unit_square", device=attn.device, dtype=cdtype)
-    weighted = (a * d).sum(-1).double()                               # [B, H, Q]: s_q
-    mass = a.sum(-1).double()                                         # [B, H, Q]: m_q
+    sums = torch.bmm(a.flatten(0, 1).transpose(0, 1), torch.stack([d, torch.ones_like(d)], dim=-1))
+    sums = sums.transpose(0, 1).reshape(B, H, Q, 2).double()
+    weighted, mass = sums[..., 0], sums[..., 1]                       # [B, H, Q]: s_q, m_q
     out = {"unit_square": (weighted / torch.where(mass == 0, torch.ones_like(mass), mass)).mean(-1)}
     if patch_size is not None:
         if not patch_size > 0:
