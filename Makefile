@@ -10,7 +10,7 @@ PROFILE ?= demo
 # Pages executed at once by `make book` (each kernel gets cores/JOBS threads); 2 suits the 2-core reference machine.
 JOBS ?= 2
 
-.PHONY: install lock book test test-fast bench mutate clean
+.PHONY: install lock book test test-fast lint bench mutate clean
 
 install: $(STAMP)
 
@@ -34,8 +34,12 @@ book: install
 	$(VENV)/bin/vitscope book --profile $(PROFILE) --jobs $(JOBS)
 	@echo "Open _build/html/index.html"
 
-test: install
+test: install lint
 	$(PY) -m pytest
+
+# ruff (line length 120; rules in pyproject.toml); part of `make test`, so CI runs it
+lint: install
+	$(VENV)/bin/ruff check lib tests tools benchmarks
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"

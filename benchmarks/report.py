@@ -40,7 +40,7 @@ def _reason(row: dict, machine: dict) -> str:
                 f"{machine['cpu_count']} CPU cores as the forward pass")
     if row["benchmark"].startswith("e2e_all_pairs"):
         s = row["sizes"]
-        passes = s["pairs"] * 2 - s["models"]          # pytorch-cka runs both models of a pair, one model on a self-pair
+        passes = s["pairs"] * 2 - s["models"]          # pytorch-cka: both models of a pair, one on a self-pair
         return (f"the ceiling is {passes / s['models']:.0f}x ({passes} forward passes against {s['models']}); "
                 "vitscope's extraction also decodes the images once per model and writes the feature store")
     return "measured below its target on this machine"
@@ -50,7 +50,8 @@ def misses(results: dict) -> pd.DataFrame:
     """The comparisons that miss their target, with the measured shortfall and the reason read from the data."""
     rows = [r for r in results["results"] if r.get("meets_target") is False]
     return pd.DataFrame([{"benchmark": r["benchmark"], "ratio": r.get("speedup"), "target": r["target"],
-                          "why": _reason(r, results["machine"])} for r in rows], columns=["benchmark", "ratio", "target", "why"])
+                          "why": _reason(r, results["machine"])} for r in rows],
+                        columns=["benchmark", "ratio", "target", "why"])
 
 
 def book(results: dict) -> pd.DataFrame:

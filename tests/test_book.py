@@ -33,7 +33,8 @@ def project(tmp_path_factory):
     for name in COPY:
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("generated", ".ipynb_checkpoints", "__pycache__"))
+            shutil.copytree(src, root / name,
+                            ignore=shutil.ignore_patterns("generated", ".ipynb_checkpoints", "__pycache__"))
         else:
             shutil.copy(src, root / name)
     (root / "lib").symlink_to(REPO / "lib")   # book/about/objectives.md includes the zoo's code from lib/

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from vitscope import claims
 from vitscope.claims import CLAIMS, Interval, decide
 from vitscope.kernels import stats

@@ -5,8 +5,18 @@ import pytest
 import torch
 
 from vitscope.data import ImageFolderSubset, eval_transform
-from vitscope.extract import (AttentionDistance, Capture, ClsAttention, FeatureStore, GramMatrices, PooledTokens,
-                              example_order, extract, unfused_attention, vit_geometry)
+from vitscope.extract import (
+    AttentionDistance,
+    Capture,
+    ClsAttention,
+    FeatureStore,
+    GramMatrices,
+    PooledTokens,
+    example_order,
+    extract,
+    unfused_attention,
+    vit_geometry,
+)
 from vitscope.extract.run import library_versions
 from vitscope.kernels import attention as attention_k
 from vitscope.kernels import cka as cka_k

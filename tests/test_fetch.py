@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from vitscope.data.archives import Member, UnsafeArchiveError, check_members
 from vitscope.data.fetch import fetch_command, verify_command
 from vitscope.data.manifest import available_manifests, load_fetch_spec, load_manifest
@@ -156,7 +157,7 @@ def test_plain_file_lands_in_place_and_unpinned_sha_is_recorded(tmp_path, server
 
 
 # ----------------------------------------------------------------------------------------------- corruption
-@pytest.mark.reliability("fault", "a download whose sha256 differs from the manifest: reported, moved aside, never unpacked")
+@pytest.mark.reliability("fault", "a download with the wrong sha256: reported, moved aside, never unpacked")
 def test_corrupt_download_is_reported_moved_aside_and_not_unpacked(tmp_path, server, root, capsys):
     good = _zip(FILES)
     bad = bytearray(good)
@@ -201,7 +202,8 @@ def test_cut_transfer_is_kept_and_resumed_with_a_range_request(tmp_path, server,
     assert part.stat().st_size == k and not (root / "data" / "pack").exists()
     assert fetch_command(str(manifest), root, retries=0, progress=False) == 0
     assert ("/pack.zip", f"bytes={k}-") in server.requests
-    assert hashlib.sha256((root / "downloads" / "pack.zip").read_bytes()).hexdigest() == hashlib.sha256(body).hexdigest()
+    got = (root / "downloads" / "pack.zip").read_bytes()
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(body).hexdigest()
     assert not part.exists() and (root / "data" / "pack" / "39.bin").read_bytes() == bytes([39]) * 5000
 
 

@@ -8,7 +8,6 @@ import torch
 
 from vitscope.kernels import attention as att
 
-
 # ---------- independent NumPy reference (does not import vitscope) ----------
 
 def np_attention_distance(a, n_prefix, variant, patch_size=None):

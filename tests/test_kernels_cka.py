@@ -92,7 +92,7 @@ def test_hsic1_matches_numpy_and_broadcasts(n):
     assert got.shape == (3,)
     np.testing.assert_allclose(got.numpy(), [np_hsic1(k, L) for k in Ks], rtol=0, atol=1e-10)
     cross = cka.hsic1_cross(torch.from_numpy(Ks), torch.from_numpy(np.stack([L, Ks[1]])))
-    ref = np.array([[np_hsic1(k, l) for l in (L, Ks[1])] for k in Ks])
+    ref = np.array([[np_hsic1(k, m) for m in (L, Ks[1])] for k in Ks])
     np.testing.assert_allclose(cross.numpy(), ref, rtol=0, atol=1e-10)
 
 

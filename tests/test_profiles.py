@@ -23,7 +23,8 @@ def test_profile_typo_is_an_error_naming_the_key_and_the_fix(tmp_path):
 def test_relative_dataset_roots_resolve_under_the_data_root(monkeypatch, tmp_path):
     monkeypatch.setenv("VITSCOPE_DATA", str(tmp_path / "data"))
     demo = load_profile("demo")
-    assert demo.dataset_root("imagenet50") == data_root() / "synthetic-imagenet50" == tmp_path / "data" / "synthetic-imagenet50"
+    expected = tmp_path / "data" / "synthetic-imagenet50"
+    assert demo.dataset_root("imagenet50") == data_root() / "synthetic-imagenet50" == expected
 
 
 def test_all_models_adds_section_models_once():

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from vitscope.book.build import PAGES, personalise, toc
 from vitscope.profiles import load_profile
 from vitscope.sections.attention_distance import layer_summary
@@ -62,6 +63,7 @@ def test_unknown_profile_suggests_the_closest():
 
 def test_resolve_device():
     import torch
+
     from vitscope.devices import resolve_device
 
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,6 +88,7 @@ def _cka_rows(pairs: dict, depth: int = 3) -> pd.DataFrame:
 
 def test_distance_table_mean_and_spread_match_numpy():
     import torch
+
     from vitscope.sections.attention_distance import distance_table
 
     d = torch.tensor([[[0.1, 0.5]], [[0.3, 0.2]], [[0.8, 0.2]]])          # [N=3, L=1, H=2]
@@ -99,6 +102,7 @@ def test_distance_table_mean_and_spread_match_numpy():
 
 def test_per_image_table_averages_heads():
     import torch
+
     from vitscope.sections.attention_distance import per_image_table
 
     d = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)           # [N=2, L=3, H=2]
@@ -253,6 +257,7 @@ def test_layer_type_check_needs_to_clear_the_gap_between_untrained_seeds():
 
 def test_batch_terms_reproduce_the_cka_table():
     import torch
+
     from vitscope.kernels.stats import cka_from_batch_terms
     from vitscope.sections.cka import batch_terms, same_depth, table_from_grams
 

@@ -1,4 +1,4 @@
-"""The ``vitscope`` command: ``models``, ``profiles``, ``book --profile demo``, ``data fetch|verify``, ``zoo train --all``."""
+"""The ``vitscope`` command: ``models``, ``profiles``, ``book``, ``data fetch|verify``, ``zoo train``."""
 from __future__ import annotations
 
 import argparse

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from .data import ImageFolderSubset, eval_transform, load_manifest, write_imagefolder_twin
 from .hints import did_you_mean
 from .paths import data_root, project_root
-from .data import ImageFolderSubset, eval_transform, load_manifest, write_imagefolder_twin
 
 
 def profile_dir() -> Path:
@@ -48,7 +48,8 @@ def _check_keys(where: str, given, known, path) -> None:
 
 
 def validate(raw: dict, path) -> None:
-    """Check every key of a parsed profile against :data:`TOP_LEVEL_KEYS`, :data:`SECTION_KEYS`, :data:`DATASET_KEYS`."""
+    """Check every key of a parsed profile against :data:`TOP_LEVEL_KEYS`, :data:`SECTION_KEYS` and
+    :data:`DATASET_KEYS`."""
     if not isinstance(raw, dict):
         raise ProfileError(f"Profile {path} is not a YAML mapping.")
     _check_keys("the top level", raw, (*TOP_LEVEL_KEYS, *SECTION_KEYS), path)

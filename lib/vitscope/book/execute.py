@@ -6,13 +6,13 @@ marked error box at the top) and the other jobs go on. :func:`run_jobs` returns 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-import multiprocessing
 
 from .jobs import READ_LOG_ENV, Job
 

@@ -10,25 +10,36 @@ imports them only when :func:`run_checks` is called, so sections can import the 
 """
 from .baseline import noise_seeds, untrained_baseline
 from .catalogue import CLAIMS, PAPERS, Claim, claims_for_page, get_claim
-from .render import (CLAIMS_MIME, book_results, collect, coverage, from_json, ledger, results_table, rule_note,
-                     run_checks, show, to_json)
+from .render import (
+                     CLAIMS_MIME,
+                     book_results,
+                     collect,
+                     coverage,
+                     from_json,
+                     ledger,
+                     results_table,
+                     rule_note,
+                     run_checks,
+                     show,
+                     to_json,
+)
 from .verdict import (
-                      CANNOT_CHECK,
-                      CONFIDENCE,
-                      DOES_NOT_HOLD,
-                      HOLDS,
-                      INCONCLUSIVE,
-                      N_RESAMPLES,
-                      SEED,
-                      VERDICTS,
-                      ClaimResult,
-                      Interval,
-                      cannot_check,
-                      decide,
-                      judge,
+                     CANNOT_CHECK,
+                     CONFIDENCE,
+                     DOES_NOT_HOLD,
+                     HOLDS,
+                     INCONCLUSIVE,
+                     N_RESAMPLES,
+                     SEED,
+                     VERDICTS,
+                     ClaimResult,
+                     Interval,
+                     cannot_check,
+                     decide,
+                     judge,
 )
 
-__all__ = ["CANNOT_CHECK", "CLAIMS", "CLAIMS_MIME", "book_results", "collect", "from_json", "to_json", "CONFIDENCE", "DOES_NOT_HOLD", "HOLDS", "INCONCLUSIVE", "N_RESAMPLES", "PAPERS",
-           "SEED", "VERDICTS", "Claim", "ClaimResult", "Interval", "cannot_check", "claims_for_page", "coverage",
-           "decide", "get_claim", "judge", "ledger", "noise_seeds", "results_table", "rule_note", "run_checks", "show",
-           "untrained_baseline"]
+__all__ = ["CANNOT_CHECK", "CLAIMS", "CLAIMS_MIME", "CONFIDENCE", "DOES_NOT_HOLD", "HOLDS", "INCONCLUSIVE",
+           "N_RESAMPLES", "PAPERS", "SEED", "VERDICTS", "Claim", "ClaimResult", "Interval", "book_results",
+           "cannot_check", "claims_for_page", "collect", "coverage", "decide", "from_json", "get_claim", "judge",
+           "ledger", "noise_seeds", "results_table", "rule_note", "run_checks", "show", "to_json", "untrained_baseline"]

@@ -1,6 +1,6 @@
 """Extraction: one forward pass per (model, dataset, transform), streamed into small cached products."""
-from .capture import SITES, Capture, unfused_attention, vit_geometry
 from .attention_products import AlignedAttention, ClsMapStats, QueryAttention, attention_map_products  # noqa: F401
+from .capture import SITES, Capture, unfused_attention, vit_geometry
 from .products import AttentionDistance, ClsAttention, GramMatrices, PooledTokens, layer_labels, stack_batches
 from .run import DEFAULT_BATCH_SIZE, dataset_identity, example_order, extract
 from .store import FeatureStore, key_hash

@@ -272,8 +272,9 @@ def minibatch_cka(feats_a, feats_b, batch_size: int = 32, mode: str = "reference
     rest = n % batch_size
     if 0 < rest < HSIC1_MIN_N:
         raise ValueError(
-            f"with n={n} and batch_size={batch_size} the last batch would have {rest} < {HSIC1_MIN_N} examples, too few for "
-            f"HSIC_1; drop those {rest} examples or use another batch_size (e.g. {_suggest_batch_sizes(n, batch_size)})")
+            f"with n={n} and batch_size={batch_size} the last batch would have {rest} < {HSIC1_MIN_N} examples, "
+            f"too few for HSIC_1; drop those {rest} examples or use another batch_size "
+            f"(e.g. {_suggest_batch_sizes(n, batch_size)})")
     acc = MinibatchCKA(mode)
     for s in range(0, n, batch_size):
         acc.update(torch.stack([_gram(f[s:s + batch_size]) for f in A]),

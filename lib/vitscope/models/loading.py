@@ -85,7 +85,8 @@ def load_model(name: str | ModelCfg, weights: str | Path | None = None, device: 
 
     ``weights=None`` uses the entry's source (timm hub, official URL cached under torch hub's checkpoints dir,
     a file shipped with vitscope, or seeded random init); ``weights=PATH`` loads a local file (.safetensors or
-    torch pickle) through the entry's converter. Raises ``WeightsUnavailableError`` (cannot fetch), ``FileNotFoundError`` (no such file),
+    torch pickle) through the entry's converter. Raises ``WeightsUnavailableError`` (cannot fetch),
+    ``FileNotFoundError`` (no such file),
     ``CheckpointError`` (unreadable file) or ``CheckpointMismatchError`` (keys/shapes differ).
     """
     cfg = get_cfg(name)

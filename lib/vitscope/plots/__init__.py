@@ -3,16 +3,30 @@
 Every figure follows the house style of :mod:`vitscope.plots.common` (``FIGURE_DPI``, ``TICK_LABEL_PT``, at most
 ``MAX_FIGURE_WIDTH_IN`` wide); show it on a page with :func:`vitscope.book.figures.show_figure`.
 """
-from .attention import (attention_distance_by_layer, attention_distance_conventions, attention_distance_layer_means,
-                        attention_distance_small_multiples)
-from . import attention_maps  # noqa: F401  (TM 4.1/4.2: plots.attention_maps.map_grid, ...)
-from . import knn  # noqa: F401  (TM 6.1, OM Figs. 3, 12, 13: plots.knn.knn_models, ...)
+from . import (
+                        attention_maps,  # noqa: F401  (TM 4.1/4.2: plots.attention_maps.map_grid, ...)
+                        cka_convergence,  # noqa: F401  (OM App. B.1: plots.cka_convergence.convergence_panels, ...)
+                        knn,  # noqa: F401  (TM 6.1, OM Figs. 3, 12, 13: plots.knn.knn_models, ...)
+)
+from .attention import (
+                        attention_distance_by_layer,
+                        attention_distance_conventions,
+                        attention_distance_layer_means,
+                        attention_distance_small_multiples,
+)
 from .cka import cka_by_layer_type, cka_grid, cka_heatmap, pair_matrix
-from . import cka_convergence  # noqa: F401  (OM App. B.1: plots.cka_convergence.convergence_panels, ...)
-from .common import (FIGURE_DPI, MAX_FIGURE_WIDTH_IN, TICK_LABEL_PT, finish, house_style, new_figure, reference_line,
-                     save_figure)
+from .common import (
+                        FIGURE_DPI,
+                        MAX_FIGURE_WIDTH_IN,
+                        TICK_LABEL_PT,
+                        finish,
+                        house_style,
+                        new_figure,
+                        reference_line,
+                        save_figure,
+)
+from .probes import probe_accuracy_panels  # noqa: F401  (public: plots.probe_accuracy_panels)
 from .purity import cka_model_matrices, purity_by_layer, purity_overview
-from .probes import probe_accuracy_panels
 from .zoo import accuracy_vs_random, scene_grid, training_curves
 
 __all__ = ["FIGURE_DPI", "MAX_FIGURE_WIDTH_IN", "TICK_LABEL_PT", "accuracy_vs_random", "attention_distance_by_layer",

@@ -93,7 +93,8 @@ class BEiT(Objective):
         """Fit (or load from ``<cache_dir>/beit-codebook-<key>.safetensors``) the k-means tokenizer."""
         n = min(FIT_IMAGES, len(train_set))
         m = train_set.meta
-        key = f"beit-codebook-v1-g{m['generator_version']}-s{m['seed']}-n{m['per_class']}-c{m['num_classes']}-{n}-{N_CODES}-{FIT_SEED}"
+        key = (f"beit-codebook-v1-g{m['generator_version']}-s{m['seed']}-n{m['per_class']}-c{m['num_classes']}"
+               f"-{n}-{N_CODES}-{FIT_SEED}")
         path = Path(cache_dir) / f"{key}.safetensors"
         if path.is_file():
             self.codebook.copy_(load_file(str(path))["codebook"])
