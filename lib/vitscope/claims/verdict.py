@@ -146,3 +146,21 @@ def judge(claim: str, subject: str, measure: str, effect: Interval | None, basel
 def cannot_check(claim: str, subject: str, reason: str) -> ClaimResult:
     """A claim the profile cannot test, with the reason (e.g. which group of models it lacks)."""
     return ClaimResult(claim, subject, CANNOT_CHECK, reason)
+
+
+def paired_contrast(values: dict, weights: dict[str, float]) -> Interval:
+    """``sum_m weights[m] * mean(values[m])`` with its percentile bootstrap interval over the shared images, one draw
+    of images for every term (paired). ``values``: ``{name: float [N]}`` on the same N images in the same order."""
+    import torch
+
+    from ..kernels.stats import bootstrap_contrast
+
+    names = list(weights)
+    sizes = {len(values[m]) for m in names}
+    if len(sizes) != 1:
+        raise ValueError(f"{names} hold different numbers of images {sorted(sizes)}; the paired bootstrap needs the "
+                         "same images for every model (extract them on the same profile)")
+    w = torch.tensor([weights[m] for m in names], dtype=torch.float64)    # float64: 1/3 is not exact in float32
+    res = bootstrap_contrast(torch.stack([torch.as_tensor(values[m], dtype=torch.float64) for m in names]), w,
+                             n_resamples=N_RESAMPLES, seed=SEED, confidence=CONFIDENCE)
+    return Interval.from_bootstrap(res, "images")

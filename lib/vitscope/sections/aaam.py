@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge
+from ..claims.verdict import ClaimResult, cannot_check, judge, paired_contrast
 from ..extract.attention_products import reference_count
 from ..kernels import attention_maps as maps_k
 from ..profiles import Profile
-from .cls_attention import AttentionMaps, extract_maps, paired_contrast
+from .cls_attention import AttentionMaps, extract_maps
 
 #: The rules' thresholds, as the page prints them.
 THRESHOLDS = {"local window (patches, each side)": maps_k.LOCAL_RADIUS,

@@ -11,12 +11,12 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
+from ..claims.verdict import ClaimResult, cannot_check, judge, paired_contrast
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import AttentionDistance, FeatureStore, extract, vit_geometry
 from ..kernels.attention import uniform_attention_distance
-from ..kernels.stats import bootstrap_contrast, seed_floor
+from ..kernels.stats import seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -117,18 +117,6 @@ def _last_block(per_image_df: pd.DataFrame, model: str) -> torch.Tensor:
     return torch.tensor(last.distance.to_numpy(), dtype=torch.float64)
 
 
-def _contrast(values: dict[str, torch.Tensor], weights: dict[str, float]) -> Interval:
-    names = list(weights)
-    n = {len(values[m]) for m in names}
-    if len(n) != 1:
-        raise ValueError(f"models {names} hold different numbers of images {sorted(n)}; the paired bootstrap needs "
-                         "the same images for every model (extract them on the same profile)")
-    w = torch.tensor([weights[m] for m in names], dtype=torch.float64)    # float64: 1/3 is not exact in float32
-    res = bootstrap_contrast(torch.stack([values[m] for m in names]), w, n_resamples=N_RESAMPLES, seed=SEED,
-                             confidence=CONFIDENCE)
-    return Interval.from_bootstrap(res, "images")
-
-
 def late_layer_check(per_image_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
     """TM 4.3 (claim ``TM-4.3c``) judged on per-image last-block distances (a :func:`per_image_table` of several
     models, the same images for each).
@@ -171,8 +159,8 @@ def late_layer_check(per_image_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
     else:
         ordering = {**{m: 1 / len(a) for m in a}, **{m: -1 / len(b) for m in b}}
         against_base = {**{m: 1 / len(a) for m in a}, base: -1.0} if base else None
-        effect = _contrast(last, ordering)
-        beyond = _contrast(last, against_base) if base else None
+        effect = paired_contrast(last, ordering)
+        beyond = paired_contrast(last, against_base) if base else None
         out = [judge(CLAIM_ID, subject, f"{measure} ({', '.join(a)} minus {', '.join(b)})", effect, beyond, 1, base,
                      floor(ordering), floor(against_base) if base else None, seeds)]
     for m in a + b:
@@ -180,7 +168,7 @@ def late_layer_check(per_image_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
             out.append(cannot_check(CLAIM_ID, m, "no untrained baseline of the same architecture in this profile"))
             continue
         weights = {m: 1.0, base: -1.0}
-        effect = _contrast(last, weights)
+        effect = paired_contrast(last, weights)
         out.append(judge(CLAIM_ID, m, f"{measure} minus `{base}`'s", effect, effect, 1 if m in a else -1, base,
                          floor(weights), floor(weights), seeds))
     return out

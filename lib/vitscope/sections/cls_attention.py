@@ -23,13 +23,12 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import untrained_baseline
-from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
+from ..claims.verdict import ClaimResult, cannot_check, judge, paired_contrast
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import AttentionDistance, FeatureStore, extract, vit_geometry
 from ..extract.attention_products import attention_map_products, query_positions, reference_count
 from ..kernels import attention_maps as maps_k
-from ..kernels.stats import bootstrap_contrast
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -134,17 +133,6 @@ def query_names(result: AttentionMaps) -> list[tuple[str, int, int]]:
 
 
 # ------------------------------------------------------------------------------------------------------ claims
-def paired_contrast(values: dict[str, torch.Tensor], weights: dict[str, float]) -> Interval:
-    """A contrast of per-model means with its paired bootstrap interval over the shared images."""
-    names = list(weights)
-    if len({len(values[m]) for m in names}) != 1:
-        raise ValueError(f"models {names} hold different numbers of images; the paired bootstrap needs the same "
-                         "images for every model (extract them on the same profile)")
-    res = bootstrap_contrast(torch.stack([values[m] for m in names]), torch.tensor([weights[m] for m in names]),
-                             n_resamples=N_RESAMPLES, seed=SEED, confidence=CONFIDENCE)
-    return Interval.from_bootstrap(res, "images")
-
-
 def _group_check(claim, values, family, base, hi, lo, hi_name, lo_name, measure, per_model) -> list[ClaimResult]:
     a = [m for m in values if family[m] in hi]
     b = [m for m in values if family[m] in lo]

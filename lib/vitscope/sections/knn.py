@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
+from ..claims.verdict import ClaimResult, cannot_check, judge, paired_contrast
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import FeatureStore, PooledTokens, extract
 from ..kernels.clustering import noise_features
 from ..kernels.knn import weighted_knn
-from ..kernels.stats import bootstrap_contrast, seed_floor
+from ..kernels.stats import seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -173,28 +173,18 @@ def best_blocks(table: pd.DataFrame, k: int = K_REPORTED) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------------- claims
 
-def contrast(values: dict[str, torch.Tensor], weights: dict[str, float]) -> Interval:
-    """A weighted contrast of per-image means, bootstrapped over the shared images (paired)."""
-    names = list(weights)
-    sizes = {len(values[m]) for m in names}
-    if len(sizes) != 1:
-        raise ValueError(f"{names} hold different numbers of images {sorted(sizes)}; the paired bootstrap needs the "
-                         "same images for each (extract them on the same profile)")
-    res = bootstrap_contrast(torch.stack([values[m] for m in names]), torch.tensor([weights[m] for m in names]),
-                             n_resamples=N_RESAMPLES, seed=SEED, confidence=CONFIDENCE)
-    return Interval.from_bootstrap(res, "images")
-
-
 def judge_contrast(claim: str, subject: str, measure: str, values: dict, effect_w: dict, beyond_w: dict | None,
                    expected: int, base: str | None, seed_stats: torch.Tensor | None, seeds) -> ClaimResult:
     """One verdict from per-image ``values`` ({slot: [N]}): the effect contrast ``effect_w``, its baseline contrast
     ``beyond_w`` (``None``: no untrained model) and, with ``seed_stats`` [S] (the statistic on each untrained seed
     or seed pair), the seed floors of both (:func:`vitscope.kernels.stats.seed_floor`)."""
     def floor(w):
-        return None if seed_stats is None or w is None else seed_floor(seed_stats, torch.tensor(list(w.values())))
-    return judge(claim, subject, measure, contrast(values, effect_w),
-                 contrast(values, beyond_w) if beyond_w else None, expected, base, floor(effect_w), floor(beyond_w),
-                 tuple(seeds))
+        if seed_stats is None or w is None:
+            return None
+        return seed_floor(seed_stats, torch.tensor(list(w.values()), dtype=torch.float64))
+    beyond = paired_contrast(values, beyond_w) if beyond_w else None
+    return judge(claim, subject, measure, paired_contrast(values, effect_w), beyond, expected, base, floor(effect_w),
+                 floor(beyond_w), tuple(seeds))
 
 
 #: Objectives Matter's two families of self-supervised objectives.
