@@ -21,10 +21,10 @@ UNIFORM = {"unit_square": 0.5214, "pixels": 26.7}
 def attention_table(models=("flat", "steep"), blocks=4, heads=3) -> pd.DataFrame:
     """'flat' sits within 0.0005 of the uniform level (an untrained model); 'steep' rises from local to global."""
     rows = []
-    for m, variant, b, h in itertools.product(models, UNIFORM, range(1, blocks + 1), range(heads)):
-        u = UNIFORM[variant]
+    for m, method, b, h in itertools.product(models, UNIFORM, range(1, blocks + 1), range(heads)):
+        u = UNIFORM[method]
         d = u + 0.0005 * ((b + h) % 2) if m == "flat" else u * (0.3 + 0.2 * b) * (1 + 0.05 * h)
-        rows.append({"model": m, "variant": variant, "block": b, "head": h, "distance": d, "uniform": u})
+        rows.append({"model": m, "method": method, "block": b, "head": h, "distance": d, "uniform": u})
     return pd.DataFrame(rows)
 
 
@@ -98,9 +98,9 @@ def test_small_multiples_share_one_y_axis_and_show_the_references(tmp_path):
 def test_conventions_figure_has_both_units_with_their_uniform_level(tmp_path):
     table = attention_table()
     fig = plots.attention_distance_conventions(table, "steep")
-    for ax, variant in zip(fig.axes, UNIFORM):
+    for ax, method in zip(fig.axes, UNIFORM):
         (line,) = reference_lines(ax, UNIFORM_LABEL)
-        assert line.get_ydata()[0] == pytest.approx(UNIFORM[variant]) and ax.get_ylim()[0] == 0
+        assert line.get_ydata()[0] == pytest.approx(UNIFORM[method]) and ax.get_ylim()[0] == 0
     assert len(fig.legends) == 1
     check_house_style(fig, tmp_path)
 

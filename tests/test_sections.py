@@ -13,7 +13,7 @@ from vitscope.sections.attention_distance import layer_summary
 
 
 def _table(model, per_block):
-    return pd.DataFrame([{"model": model, "variant": "unit_square", "block": b + 1, "head": h, "distance": d + 0.01 * h,
+    return pd.DataFrame([{"model": model, "method": "unit_square", "block": b + 1, "head": h, "distance": d + 0.01 * h,
                           "uniform": 0.5} for b, d in enumerate(per_block) for h in range(3)])
 
 
@@ -93,11 +93,11 @@ def test_distance_table_mean_and_spread_match_numpy():
 
     d = torch.tensor([[[0.1, 0.5]], [[0.3, 0.2]], [[0.8, 0.2]]])          # [N=3, L=1, H=2]
     t = distance_table("random-a", {"unit_square": d, "pixels": 10 * d}, {"unit_square": 0.6, "pixels": 6.0})
-    us = t[t.variant == "unit_square"].set_index("head")
+    us = t[t.method == "unit_square"].set_index("head")
     ref = d.double().numpy()[:, 0]
     assert us["distance"].to_numpy() == pytest.approx(ref.mean(0))
     assert us["distance_std"].to_numpy() == pytest.approx(ref.std(0, ddof=1))   # sample std over images
-    assert t[t.variant == "pixels"]["distance_std"].to_numpy() == pytest.approx(10 * ref.std(0, ddof=1))
+    assert t[t.method == "pixels"]["distance_std"].to_numpy() == pytest.approx(10 * ref.std(0, ddof=1))
 
 
 def test_per_image_table_averages_heads():

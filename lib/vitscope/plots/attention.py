@@ -18,14 +18,14 @@ DISTANCE_TOP_FACTOR = 1.3
 UNIFORM_LABEL = "uniform attention"
 
 
-def _rows(table, variant: str, model: str | None = None):
-    if variant not in UNITS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(UNITS)}")
-    sel = table[table.variant == variant]
+def _rows(table, method: str, model: str | None = None):
+    if method not in UNITS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(UNITS)}")
+    sel = table[table.method == method]
     if model is not None:
         sel = sel[sel.model == model]
     if sel.empty:
-        raise ValueError(f"No attention-distance rows for variant={variant!r}" + (f", model={model!r}" if model else "")
+        raise ValueError(f"No attention-distance rows for method={method!r}" + (f", model={model!r}" if model else "")
                          + f"; the table has models {sorted(set(table.model))}.")
     return sel
 
@@ -49,9 +49,9 @@ def head_palette(n_heads: int) -> list:
     return [cmap(i % cmap.N) for i in range(n_heads)]
 
 
-def attention_distance_by_layer(table, model: str, variant: str = "unit_square", ax=None):
+def attention_distance_by_layer(table, model: str, method: str = "unit_square", ax=None):
     """Every head's mean distance against its block, one colour per head with a legend (Fig. 4, left)."""
-    sel = _rows(table, variant, model)
+    sel = _rows(table, method, model)
     if ax is None:
         _, ax = new_figure(height=3.2)
     heads = sorted(sel["head"].unique())
@@ -62,7 +62,7 @@ def attention_distance_by_layer(table, model: str, variant: str = "unit_square",
         ax.plot(rows.block + (i - (len(heads) - 1) / 2) * jitter, rows.distance, "o", ms=5, color=colours[i],
                 label=f"head {head}")
     reference_line(ax, uniform_level(sel), UNIFORM_LABEL)
-    ax.set(xlabel="block (layer)", ylabel=f"avg. attention {UNITS[variant]}", ylim=distance_limits(sel),
+    ax.set(xlabel="block (layer)", ylabel=f"avg. attention {UNITS[method]}", ylim=distance_limits(sel),
            xticks=sorted(sel.block.unique()), title=f"{model}: every head")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 if len(heads) <= 8 else 2, frameon=False)
     return finish(ax.figure)
@@ -72,10 +72,10 @@ def _layer_means(rows):
     return rows.groupby("block")["distance"].agg(["mean", "min", "max"])
 
 
-def attention_distance_layer_means(table, variant: str = "unit_square", ax=None, model: str | None = None):
+def attention_distance_layer_means(table, method: str = "unit_square", ax=None, model: str | None = None):
     """Per-layer mean over heads with the min-max band of the heads, for one model (or each model of the table
     as its own line when ``model`` is None and the table holds one model), and the uniform level."""
-    sel = _rows(table, variant, model)
+    sel = _rows(table, method, model)
     models = list(dict.fromkeys(sel.model))
     if len(models) > 1:
         raise ValueError(f"attention_distance_layer_means draws one model; the table holds {models}. "
@@ -86,7 +86,7 @@ def attention_distance_layer_means(table, variant: str = "unit_square", ax=None,
     ax.fill_between(stats.index, stats["min"], stats["max"], color="C0", alpha=0.2, lw=0, label="range over heads")
     ax.plot(stats.index, stats["mean"], "o-", color="C0", label="mean over heads")
     reference_line(ax, uniform_level(sel), UNIFORM_LABEL)
-    ax.set(xlabel="block (layer)", ylabel=UNITS[variant], ylim=distance_limits(sel), xticks=list(stats.index))
+    ax.set(xlabel="block (layer)", ylabel=UNITS[method], ylim=distance_limits(sel), xticks=list(stats.index))
     return finish(ax.figure)
 
 
@@ -94,21 +94,21 @@ def attention_distance_conventions(table, model: str):
     """Two panels for one model: the Teaching Matters convention (unit square) and the pixel convention, each with
     its uniform level; one legend for both."""
     fig, axes = new_figure(height=2.9, ncols=2)
-    for ax, variant, title in zip(axes, ("unit_square", "pixels"),
+    for ax, method, title in zip(axes, ("unit_square", "pixels"),
                                   ("Teaching Matters (unit square)", "Raghu et al. (pixels)")):
-        attention_distance_layer_means(table, variant, ax=ax, model=model)
+        attention_distance_layer_means(table, method, ax=ax, model=model)
         ax.set_title(title)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
     return finish(fig)
 
 
-def attention_distance_small_multiples(table, variant: str = "unit_square", baseline: str | None = None,
+def attention_distance_small_multiples(table, method: str = "unit_square", baseline: str | None = None,
                                        ncols: int | None = None):
     """One panel per model (the per-layer mean over heads and the heads' min-max band), all on one y-range with
     the uniform level; ``baseline`` (e.g. ``"random-a"``) is drawn in grey in every other panel as the untrained
     reference. Replaces Fig. 4 (right)'s overlay of every model in one axis."""
-    sel = _rows(table, variant)
+    sel = _rows(table, method)
     models = list(dict.fromkeys(sel.model))
     if baseline is not None and baseline not in models:
         raise ValueError(f"baseline {baseline!r} is not in the table (models: {models})")
@@ -132,7 +132,7 @@ def attention_distance_small_multiples(table, variant: str = "unit_square", base
     for ax in axes[-1]:
         ax.set_xlabel("block")
     for ax in axes[:, 0]:
-        ax.set_ylabel(UNITS[variant])
+        ax.set_ylabel(UNITS[method])
     handles = {}
     for ax in axes.flat[:len(models)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):

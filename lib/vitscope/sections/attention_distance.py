@@ -20,13 +20,13 @@ from ..kernels.stats import seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
-VARIANTS = {"unit_square": "teaching-matters (unit square, CLS removed, renormalised)",
+METHODS = {"unit_square": "teaching-matters (unit square, CLS removed, renormalised)",
             "pixels": "pixels (Raghu et al.; CLS removed, not renormalised)"}
 
 
 def _extract(model: str, profile: Profile, weights, device, store, progress: bool):
-    """The cached :class:`~vitscope.extract.AttentionDistance` product of ``model`` ({variant: [N, L, H]}) and the
-    uniform-attention reference level of its token grid per variant."""
+    """The cached :class:`~vitscope.extract.AttentionDistance` product of ``model`` ({method: [N, L, H]}) and the
+    uniform-attention reference level of its token grid per method."""
     device = resolve_device(device or profile.device)
     spec = profile.section("attention_distance")
     net, cfg, ident = load_for_analysis(model, weights, device)
@@ -43,7 +43,7 @@ def compute(model: str, profile: Profile, *, weights=None, device=None, store=No
             progress: bool = True) -> pd.DataFrame:
     """Average attention distance of every head of ``model`` on the profile's dataset.
 
-    Returns a tidy table with one row per (variant, block, head): ``model, variant, block, head,
+    Returns a tidy table with one row per (method, block, head): ``model, method, block, head,
     distance`` (mean over images) ``, distance_std`` (std over images) ``, n_images, uniform`` (the distance
     of a head attending uniformly to every token of this model's grid, a reference level). Blocks are
     1-based (layer 1 is the first transformer block, as in the paper's figures).
@@ -52,37 +52,37 @@ def compute(model: str, profile: Profile, *, weights=None, device=None, store=No
     return distance_table(model, result, uniform)
 
 
-def per_image(model: str, profile: Profile, *, variant: str = "unit_square", weights=None, device=None, store=None,
+def per_image(model: str, profile: Profile, *, method: str = "unit_square", weights=None, device=None, store=None,
               progress: bool = False) -> pd.DataFrame:
     """Per image and block, the mean attention distance over heads (the same cached extraction as :func:`compute`).
 
     Columns ``model, image, block, distance``; ``image`` is the dataset index, ``block`` 1-based.
     """
     result, _ = _extract(model, profile, weights, device, store, progress)
-    return per_image_table(model, result, variant)
+    return per_image_table(model, result, method)
 
 
-def per_image_table(model: str, result: dict, variant: str = "unit_square") -> pd.DataFrame:
-    """Reduce per-image distances ``{variant: [N, L, H]}`` to ``model, image, block, distance`` (mean over heads)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant={variant!r}; choose from {tuple(VARIANTS)}")
-    d = result[variant].double().mean(-1)                                      # [N, L]
+def per_image_table(model: str, result: dict, method: str = "unit_square") -> pd.DataFrame:
+    """Reduce per-image distances ``{method: [N, L, H]}`` to ``model, image, block, distance`` (mean over heads)."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; choose from {tuple(METHODS)}")
+    d = result[method].double().mean(-1)                                      # [N, L]
     n, depth = d.shape
     return pd.DataFrame({"model": model, "image": np.repeat(np.arange(n), depth),
                          "block": np.tile(np.arange(1, depth + 1), n), "distance": d.reshape(-1).numpy()})
 
 
 def distance_table(model: str, result, uniform: dict) -> pd.DataFrame:
-    """Reduce per-image distances ``{variant: [N, L, H]}`` to the tidy per-head table."""
+    """Reduce per-image distances ``{method: [N, L, H]}`` to the tidy per-head table."""
     rows = []
-    for variant in VARIANTS:
-        d = result[variant].double()
+    for method in METHODS:
+        d = result[method].double()
         mean, std = d.mean(0), d.std(0) if d.shape[0] > 1 else d.mean(0) * 0
         for block in range(d.shape[1]):
             for head in range(d.shape[2]):
-                rows.append({"model": model, "variant": variant, "block": block + 1, "head": head,
+                rows.append({"model": model, "method": method, "block": block + 1, "head": head,
                              "distance": float(mean[block, head]), "distance_std": float(std[block, head]),
-                             "n_images": d.shape[0], "uniform": uniform[variant]})
+                             "n_images": d.shape[0], "uniform": uniform[method]})
     return pd.DataFrame(rows)
 
 
@@ -91,7 +91,7 @@ GLOBAL_LATE = ("supervised", "image-text", "self-distillation", "contrastive")  
 LOCAL_LATE = ("masked-reconstruction", "masked-token-prediction")                  # MAE, BEiT
 
 
-def layer_summary(table: pd.DataFrame, variant: str = "unit_square") -> pd.DataFrame:
+def layer_summary(table: pd.DataFrame, method: str = "unit_square") -> pd.DataFrame:
     """Per model: the per-layer mean distance (over heads) at the first block, its minimum, and the last block.
 
     Columns: ``model, family, depth, first, dip_block, dip, last, late_rise`` (``last - dip``), ``uniform``.
@@ -99,7 +99,7 @@ def layer_summary(table: pd.DataFrame, variant: str = "unit_square") -> pd.DataF
     from ..models import get_cfg
 
     rows = []
-    for model, sel in table[table.variant == variant].groupby("model", sort=False):
+    for model, sel in table[table.method == method].groupby("model", sort=False):
         per_layer = sel.groupby("block")["distance"].mean()
         rows.append({"model": model, "family": get_cfg(model).family, "depth": int(per_layer.index.max()),
                      "first": per_layer.iloc[0], "dip_block": int(per_layer.idxmin()), "dip": per_layer.min(),
@@ -174,7 +174,7 @@ def late_layer_check(per_image_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
     return out
 
 
-def check_claims(models: list[str] | None, profile: Profile, *, variant: str = "unit_square", weights=None,
+def check_claims(models: list[str] | None, profile: Profile, *, method: str = "unit_square", weights=None,
                  device=None, store=None, progress: bool = False) -> list[ClaimResult]:
     """The claims of TM 4.3 on ``models`` (default: the profile's), from the cached extraction; see
     :func:`late_layer_check`. The profile's untrained seeds (``baselines``) are extracted too and set the seed
@@ -182,6 +182,6 @@ def check_claims(models: list[str] | None, profile: Profile, *, variant: str = "
     models = list(models or profile.models)
     seeds = noise_seeds(profile)
     weights = weights or {}
-    table = pd.concat([per_image(m, profile, variant=variant, weights=weights.get(m), device=device, store=store,
+    table = pd.concat([per_image(m, profile, method=method, weights=weights.get(m), device=device, store=store,
                                  progress=progress) for m in dict.fromkeys(models + seeds)])
     return late_layer_check(table, seeds)
