@@ -73,7 +73,7 @@ def test_papermill_by_hand(project, tmp_path):
 def site(project):
     from vitscope.book import build_book
 
-    html, outcomes = build_book("demo", root=project)
+    html, outcomes = build_book("demo", root=project, n_jobs=2)     # as `make book` does on 2 cores
     failed = [f"{o.job}: {o.error}" for o in outcomes if o.status == "failed"]
     assert not failed, "pages failed to execute:\n" + "\n".join(failed)
     return html
