@@ -101,7 +101,10 @@ def test_only_the_random_baseline_is_called_random(site):
     random_models = [m for m in profile.models if m.startswith("random-")]
     assert random_models and len(random_models) < len(profile.models)
     warned = sorted(str(p.relative_to(site)) for p in site.rglob("*.html") if RANDOM_WARNING in p.read_text())
-    assert warned == [f"book/generated/tm_4_3_attention_distance/{m}.html" for m in random_models]
+    from vitscope.book.build import PAGES, _flatten
+
+    per_model = sorted(p.notebook for p in _flatten(PAGES) if p.per_model)
+    assert warned == sorted(f"book/generated/{nb}/{m}.html" for nb in per_model for m in random_models)
 
 
 class _Collector(HTMLParser):

@@ -117,7 +117,8 @@ class Profile:
         if "synthetic" in spec:
             syn = spec["synthetic"]
             write_imagefolder_twin(root, manifest.wnids, spec.get("per_class", manifest.per_class),
-                                   split=manifest.split, size=syn.get("size", 96), seed=syn.get("seed", 0))
+                                   split=manifest.split, size=syn.get("size", 96), seed=syn.get("seed", 0),
+                                   progress=False)   # a page shows no progress bar on stderr
         return ImageFolderSubset(root, manifest, transform=eval_transform(preprocess),
                                  per_class=spec.get("per_class"), num_classes=spec.get("num_classes"))
 

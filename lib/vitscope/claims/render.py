@@ -50,13 +50,13 @@ def _claim_block(claim: Claim, results: list[ClaimResult]) -> str:
     base = next((r.baseline_model for r in results if r.baseline_model), None)
     beyond = f"Beyond untrained `{base}` [{pct}]" if base else "Beyond untrained baseline"
     lines = [f"**{claim.id}** ({_cite(claim)}): {claim.statement}", "",
-             f"| Compared | Effect [{pct} interval] | {beyond} | Seed floor (effect; beyond) | n | Verdict |",
-             "|---|---|---|---|---|---|"]
+             f"| Compared | Effect [{pct} interval] (seed floor) | {beyond} (seed floor) | Verdict |",
+             "|---|---|---|---|"]
     for r in results:
-        n = f"{r.effect.n} {r.effect.unit}" if r.effect else "–"
+        n = f" ({r.effect.n} {r.effect.unit})" if r.effect else ""
         subject = f"{r.subject}: {r.measure}" if r.measure else r.subject
-        lines.append(f"| {subject} | {_interval(r.effect)} | {_interval(r.baseline)} | "
-                     f"{_floor(r.floor)}; {_floor(r.baseline_floor)} | {n} | **{r.verdict}**: {r.reason} |")
+        lines.append(f"| {subject}{n} | {_interval(r.effect)} ({_floor(r.floor)}) | {_interval(r.baseline)} "
+                     f"({_floor(r.baseline_floor)}) | **{r.verdict}**: {r.reason} |")
     return "\n".join(lines)
 
 
