@@ -216,7 +216,7 @@ def test_show_and_ledger_report_verdicts_intervals_and_coverage():
     results = late_layer_check(_per_image({"zoo-dino": 0.58, "zoo-mae": 0.40, "random-a": 0.45}))
     md = claims.show(results).data
     assert "TM-4.3c" in md and "**holds**" in md and f"{results[0].effect.low:+.3f}" in md and "60 images" in md
-    assert "random-a" in md and "Seed floor" in md and "only noise measure" in md    # no seeds given: said so
+    assert "random-a" in md and "(seed floor)" in md and "only noise measure" in md    # no seeds given: said so
     seeded = late_layer_check(_per_image({"zoo-dino": 0.58, "zoo-mae": 0.40, "random-a": 0.45, "random-b": 0.46}),
                               seeds=("random-a", "random-b"))
     md = claims.show(seeded).data
