@@ -174,18 +174,25 @@ def _write(target: Path, source) -> None:
         shutil.copyfileobj(source, out, _CHUNK)
 
 
+def _dir_or_link(target: Path, m: "Member") -> bool:
+    """Create a checked directory or symlink member at ``target``; False for any other kind (the caller writes it)."""
+    if m.kind == "dir":
+        target.mkdir(parents=True, exist_ok=True)
+    elif m.kind == "symlink":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(m.link, target)
+    else:
+        return False
+    return True
+
+
 def _unpack(archive: Path, kind: str, checked: list[Member], staging: Path) -> None:
     """Write the checked members under ``staging`` (names already normalised and verified)."""
     if kind == "zip":
         with zipfile.ZipFile(archive) as zf:
             for info, m in zip(zf.infolist(), checked):
                 target = staging / m.name
-                if m.kind == "dir":
-                    target.mkdir(parents=True, exist_ok=True)
-                elif m.kind == "symlink":
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(m.link, target)
-                else:
+                if not _dir_or_link(target, m):
                     with zf.open(info) as src:
                         _write(target, src)
         return
@@ -193,12 +200,9 @@ def _unpack(archive: Path, kind: str, checked: list[Member], staging: Path) -> N
     with tarfile.open(archive, "r|*") as tf:
         for info, m in zip(tf, checked):
             target = staging / m.name
-            if m.kind == "dir":
-                target.mkdir(parents=True, exist_ok=True)
-            elif m.kind == "symlink":
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(m.link, target)
-            elif m.kind == "hardlink":   # a copy of an earlier file: a hard link would share its inode with it
+            if _dir_or_link(target, m):
+                continue
+            if m.kind == "hardlink":     # a copy of an earlier file: a hard link would share its inode with it
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(staging / m.link, target, follow_symlinks=False)
             else:
