@@ -188,7 +188,7 @@ def test_noise_seeds_come_from_the_profile_and_are_checked():
     from vitscope.profiles import Profile, load_profile
 
     assert claims.noise_seeds(load_profile("demo")) == ["random-a", "random-b", "random-c"]
-    assert claims.noise_seeds(load_profile("paper")) == []
+    assert claims.noise_seeds(load_profile("paper")) == ["random-vitb-a", "random-vitb-b", "random-vitb-c"]
     with pytest.raises(ValueError, match="trained"):
         claims.noise_seeds(Profile("x", {"baselines": ["random-a", "zoo-dino"]}))
     with pytest.raises(ValueError, match="at least two"):

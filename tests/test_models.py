@@ -82,9 +82,10 @@ def _projector(prefix: str, dim: int, out: int = 16) -> dict:
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_entries_are_complete_and_consistent():
-    assert set(list_models("TM")) == {"fs", "clip", "dino", "mae", "mocov3", "beit"}
-    assert {"msn", "mae-ft", "resnet50-dino", "resnet50-mocov3", "convnextv2-fcmae", "dino", "mae", "mocov3"} \
-        == set(list_models("OM"))
+    untrained_vitb = {f"random-vitb-{s}" for s in "abc"}     # the paper profiles' untrained baselines
+    assert set(list_models("TM")) == {"fs", "clip", "dino", "mae", "mocov3", "beit"} | untrained_vitb
+    om = {"msn", "mae-ft", "resnet50-dino", "resnet50-mocov3", "convnextv2-fcmae", "dino", "mae", "mocov3"}
+    assert om | untrained_vitb == set(list_models("OM"))
     zoo = [f"zoo-{n}" for n in ("supervised", "clip", "dino", "mocov3", "mae", "beit")]
     assert list_models("demo") == zoo + ["random-a", "random-b", "random-c"]
     for name, cfg in MODELS.items():

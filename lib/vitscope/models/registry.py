@@ -274,6 +274,13 @@ _ENTRIES = (
         arch=ZOO_ARCH, arch_kwargs=_DEMO_VIT, source="random", preprocess=_DEMO_PRE,
         license="MIT", notes="random-init baseline: the zoo's architecture, untrained", seed=seed)
       for seed, s in enumerate("abc")),
+    # The paper profile's untrained baselines and seed floor: ViT-B/16 as FS, DINO and MoCo-v3 build it.
+    *(ModelCfg(
+        name=f"random-vitb-{s}", display=f"Random ViT-B {s.upper()}", family="random", papers=("TM", "OM"),
+        arch="vit_base_patch16_224", arch_kwargs=_kw(num_classes=0), source="random", preprocess=_IMAGENET,
+        license="MIT", notes="random-init baseline: ViT-B/16, untrained (the claims' baseline and seed floor)",
+        seed=seed)
+      for seed, s in enumerate("abc")),
 )
 
 MODELS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in _ENTRIES}
