@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from vitscope.book.build import copy_sources
+
 REPO = Path(__file__).resolve().parents[1]
-COPY = ["_config.yml", "book", "notebooks", "profiles", "data_manifests", "benchmarks", "tests", "requirements.lock",
-        "pyproject.toml"]   # what the pages read (the Reliability page collects tests/, the Environment page the lock)
-
-
-def _copy_project(root: Path) -> None:
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name,
-                            ignore=shutil.ignore_patterns("generated", ".ipynb_checkpoints", "__pycache__"))
-        else:
-            shutil.copy(src, root / name)
-    (root / "lib").symlink_to(REPO / "lib")      # book/about/objectives.md includes the zoo's code from lib/
-
-
 def _build(root: Path, profile: str) -> tuple[float, dict]:
     env = {**os.environ, "VITSCOPE_HOME": str(root), "VITSCOPE_CACHE": str(root / "cache")}
     timings = root / "cache" / "book" / "timings.jsonl"
@@ -55,7 +41,7 @@ def _build(root: Path, profile: str) -> tuple[float, dict]:
 def run(profile: str = "demo") -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="vitscope-bench-book-") as tmp:
         root = Path(tmp)
-        _copy_project(root)
+        copy_sources(root, REPO)
         cold_s, cold = _build(root, profile)
         warm_s, warm = _build(root, profile)
     print(f"book cold: {cold_s:.1f} s {cold}\nbook warm: {warm_s:.1f} s {warm}")

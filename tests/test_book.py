@@ -18,26 +18,16 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from vitscope.book.build import copy_sources
 from vitscope.profiles import load_profile
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-COPY = ["_config.yml", "book", "notebooks", "profiles", "data_manifests", "benchmarks", "tests", "requirements.lock",
-        "pyproject.toml"]
-
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A copy of the book sources with its own cache; VITSCOPE_HOME points the package (and kernels) at it."""
-    root = tmp_path_factory.mktemp("project")
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name,
-                            ignore=shutil.ignore_patterns("generated", ".ipynb_checkpoints", "__pycache__"))
-        else:
-            shutil.copy(src, root / name)
-    (root / "lib").symlink_to(REPO / "lib")   # book/about/objectives.md includes the zoo's code from lib/
+    root = copy_sources(tmp_path_factory.mktemp("project"), REPO)
     old = {k: os.environ.get(k) for k in ("VITSCOPE_HOME", "VITSCOPE_CACHE")}
     os.environ["VITSCOPE_HOME"], os.environ["VITSCOPE_CACHE"] = str(root), str(root / "cache")
     yield root

@@ -253,6 +253,30 @@ def build_html(root: Path | None = None, strict: bool = True) -> Path:
     return root / "_build" / "html"
 
 
+#: What a copy of the project needs to build the book on its own: the Reliability page collects ``tests/``, the
+#: Environment page reads the lock, the Performance page ``benchmarks/``.
+BOOK_SOURCES = ("_config.yml", "book", "notebooks", "profiles", "data_manifests", "benchmarks", "tests",
+                "requirements.lock", "pyproject.toml")
+
+
+def copy_sources(dest: Path, source: Path | None = None) -> Path:
+    """Copy the book's sources (:data:`BOOK_SOURCES`, without executed pages or caches) from ``source`` (default:
+    the project root) into ``dest``, and link ``lib/`` (the objectives page includes the zoo's code from it).
+    Point ``VITSCOPE_HOME``/``VITSCOPE_CACHE`` at ``dest`` to build there; returns ``dest``."""
+    import shutil
+
+    source = source or project_root()
+    for name in BOOK_SOURCES:
+        src = source / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name,
+                            ignore=shutil.ignore_patterns("generated", ".ipynb_checkpoints", "__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    (dest / "lib").symlink_to(source / "lib")
+    return dest
+
+
 def build_book(profile_name: str = "demo", execute: bool = True, root: Path | None = None, *, n_jobs: int = 1,
                executor: str = "local", force: bool = False) -> tuple[Path, list[Outcome]]:
     """The whole job: papermill matrix (only what changed, unless ``force``), table of contents, HTML.
