@@ -190,6 +190,9 @@ ZOO_ARCH = "vit_tiny_patch16_224"
 ZOO_VIT = _kw(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6, num_classes=0)
 ZOO_PREPROCESS = Preprocess(HALF, HALF, resize=64, crop=64)
 _DEMO_VIT, _DEMO_PRE = ZOO_VIT, ZOO_PREPROCESS
+#: Seeds of the untrained baselines random-a/b/c: none is a zoo model's seed (``vitscope.zoo.train.SEEDS``), so an
+#: untrained baseline is never the starting point of a trained model it is compared with.
+RANDOM_SEEDS = (100, 101, 102)
 #: The mini-zoo (``vitscope.zoo``): (objective, display name, family, the paper model it stands in for).
 _ZOO = (("supervised", "FS", "supervised", "FS (supervised)"), ("clip", "CLIP", "image-text", "CLIP"),
         ("dino", "DINO", "self-distillation", "DINO"), ("mocov3", "MoCo-v3", "contrastive", "MoCo-v3"),
@@ -273,7 +276,7 @@ _ENTRIES = (
         name=f"random-{s}", display=f"Random {s.upper()}", family="random", papers=("demo",),
         arch=ZOO_ARCH, arch_kwargs=_DEMO_VIT, source="random", preprocess=_DEMO_PRE,
         license="MIT", notes="random-init baseline: the zoo's architecture, untrained", seed=seed)
-      for seed, s in enumerate("abc")),
+      for seed, s in zip(RANDOM_SEEDS, "abc")),
     # The paper profile's untrained baselines and seed floor: ViT-B/16 as FS, DINO and MoCo-v3 build it.
     *(ModelCfg(
         name=f"random-vitb-{s}", display=f"Random ViT-B {s.upper()}", family="random", papers=("TM", "OM"),

@@ -30,7 +30,10 @@ from .evaluate import EVAL_PROTOCOL, QUICK_PROTOCOL, eval_splits, evaluate_backb
 from .objectives import OBJECTIVES, create_backbone
 from .objectives.common import BACKBONE_ARCH, BACKBONE_KWARGS
 
-SEED = 0
+#: Each zoo model starts from its own initialisation (seed), and none of them is the seed of an untrained baseline
+#: (``random-a/b/c`` use ``RANDOM_SEEDS`` in the registry). With one shared seed, cross-model CKA on the demo measured
+#: mostly how little each model had moved from a common start (zoo-dino vs random-a: 0.86 in the first zoo).
+SEEDS = {"supervised": 11, "clip": 12, "dino": 13, "mocov3": 14, "mae": 15, "beit": 16}
 TRAIN_PER_CLASS = 200                 # 50 classes x 200 = 10,000 training scenes
 LOSS_EVERY = 10                       # the card's loss curve: mean loss of each window of 10 steps
 CKPT_MINUTES = 3.0
@@ -43,13 +46,16 @@ CKPT_MINUTES = 3.0
 #: Learning rates are low for ViTs trained from scratch (supervised at 1e-3 never left chance loss). Set
 #: OMP_WAIT_POLICY=PASSIVE before torch loads: spinning OpenMP threads make sharing the cores far worse (x5 measured).
 BUDGETS = {
-    "supervised": dict(steps=400, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
-    "clip": dict(steps=400, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.98)),
-    "dino": dict(steps=900, batch_size=64, lr=1e-4, weight_decay=0.04, betas=(0.9, 0.999)),
-    "mocov3": dict(steps=1200, batch_size=64, lr=1.5e-4, weight_decay=0.1, betas=(0.9, 0.999)),
-    "mae": dict(steps=3000, batch_size=128, lr=5e-4, weight_decay=0.05, betas=(0.9, 0.95)),
-    "beit": dict(steps=2400, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
+    "supervised": dict(steps=1000, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
+    "clip": dict(steps=1000, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.98)),
+    "dino": dict(steps=1300, batch_size=64, lr=1e-4, weight_decay=0.04, betas=(0.9, 0.999)),
+    "mocov3": dict(steps=2600, batch_size=64, lr=1.5e-4, weight_decay=0.1, betas=(0.9, 0.999)),
+    "mae": dict(steps=5000, batch_size=128, lr=5e-4, weight_decay=0.05, betas=(0.9, 0.95)),
+    "beit": dict(steps=2600, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
 }
+#: Second zoo (issue 10): the first zoo's budgets were 400 / 400 / 900 / 1200 / 3000 / 2400 steps (same order) and
+#: its k-NN curves were still rising for supervised and CLIP; the second gives every model 1.1-2.5x the steps, all
+#: from their own seeds, sized so that two lanes of one thread each finish in about two hours on the 2-core machine.
 #: ``--all`` trains the self-supervised objectives first: they are the ones most likely to need a second look.
 TRAIN_ORDER = ("dino", "mocov3", "mae", "beit", "clip", "supervised")
 #: ``autocast``: the loss runs under bfloat16 autocast (1.6x faster per step on this machine's AVX512-BF16 CPU,
@@ -101,7 +107,7 @@ def _config(name: str, budget: dict, data_meta: dict, seed: int, quick: bool) ->
 
 
 def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu", steps: int | None = None,
-                quick: bool = False, force: bool = False, seed: int = SEED, progress: bool = True,
+                quick: bool = False, force: bool = False, seed: int | None = None, progress: bool = True,
                 ckpt_minutes: float = CKPT_MINUTES, stop_after: int | None = None) -> dict | None:
     """Train (or resume) zoo model ``name`` and write its weights and card; returns the card.
 
@@ -111,6 +117,7 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
     name = name.removeprefix("zoo-")
     if name not in OBJECTIVES:
         raise ValueError(f"unknown zoo model {name!r}; choose from {sorted(OBJECTIVES)}")
+    seed = SEEDS[name] if seed is None else seed
     out_dir = Path(out_dir) if out_dir is not None else weights_dir()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / ("quick" if quick else "")
     card_path, weights_path = out_dir / f"zoo-{name}.json", out_dir / f"zoo-{name}.safetensors"
