@@ -185,3 +185,18 @@ def uniform_attention_distance(grid_size: int, method: str = "unit_square", patc
     below it is local; a head near it is as global as attention without any spatial preference.
     """
     return float(token_grid_distances(grid_size, method, patch_size).mean())
+
+
+def attention_entropy(attn: Tensor, n_prefix: int = 1) -> Tensor:
+    """Mean entropy (nats) of the spatial attention rows per image and head: ``[B, H]``.
+
+    Prefix queries and keys are dropped and each spatial row renormalised over the spatial keys (as the
+    ``unit_square`` attention distance does); a row with no spatial mass counts as entropy 0. Uniform attention over
+    the ``G*G`` spatial tokens scores ``ln(G*G)``, the maximum; one-hot attention scores 0.
+    """
+    validate_attention(attn, n_prefix)
+    a = attn[:, :, n_prefix:, n_prefix:].double()      # float64: a sum of G*G terms p log p per row
+    mass = a.sum(-1, keepdim=True)
+    p = a / torch.where(mass == 0, torch.ones_like(mass), mass)
+    plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
+    return -plogp.sum(-1).mean(-1)
