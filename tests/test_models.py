@@ -87,7 +87,8 @@ def test_registry_entries_are_complete_and_consistent():
     om = {"msn", "mae-ft", "resnet50-dino", "resnet50-mocov3", "convnextv2-fcmae", "dino", "mae", "mocov3"}
     assert om | untrained_vitb == set(list_models("OM"))
     zoo = [f"zoo-{n}" for n in ("supervised", "clip", "dino", "mocov3", "mae", "beit")]
-    assert list_models("demo") == zoo + ["random-a", "random-b", "random-c"]
+    cnn = ["zoo-cnn-supervised", "zoo-cnn-mocov3", "random-cnn-a"]    # OM Fig. 11: CNNs beside the zoo ViTs
+    assert list_models("demo") == zoo + ["random-a", "random-b", "random-c"] + cnn
     for name, cfg in MODELS.items():
         assert cfg.name == name and cfg.display and cfg.license and cfg.notes
         assert cfg.converter in CONVERTERS, name
@@ -104,10 +105,19 @@ def test_registry_entries_are_complete_and_consistent():
             assert cfg.timm_tag is None and cfg.url.startswith("https://") and cfg.filename in cfg.url
         elif cfg.source == "package":
             assert cfg.filename == f"{name}.safetensors" and cfg.timm_tag is None and cfg.url is None
-            assert cfg.arch_kwargs == MODELS["random-a"].arch_kwargs and cfg.preprocess == MODELS["random-a"].preprocess
+            like = MODELS["random-cnn-a" if name.startswith("zoo-cnn-") else "random-a"]
+            assert (cfg.arch, cfg.arch_kwargs) == (like.arch, like.arch_kwargs), name
+            assert cfg.preprocess == MODELS["random-a"].preprocess, name
         else:
             assert cfg.source == "random" and cfg.family == "random" and cfg.timm_tag is None and cfg.url is None
-    assert [MODELS[f"random-{s}"].seed for s in "abc"] == [0, 1, 2]
+    # The untrained baselines' seeds are their own: no zoo model (ViT or CNN) starts from one of them.
+    from vitscope.models.registry import RANDOM_SEEDS
+    from vitscope.zoo.cnn import CNN_SEEDS
+    from vitscope.zoo.train import SEEDS
+    random_seeds = [MODELS[f"random-{s}"].seed for s in "abc"] + [MODELS["random-cnn-a"].seed]
+    assert random_seeds[:3] == list(RANDOM_SEEDS)
+    assert not set(random_seeds) & (set(SEEDS.values()) | set(CNN_SEEDS.values()))
+    assert len(set(SEEDS.values()) | set(CNN_SEEDS.values())) == len(SEEDS) + len(CNN_SEEDS)
     assert MODELS["clip"].arch == "vit_base_patch16_clip_quickgelu_224"  # not GELU
     assert MODELS["fs"].timm_tag == "augreg_in21k_ft_in1k"  # not the augreg2 default
 

@@ -24,7 +24,7 @@ def shipped():
 
 
 def test_every_zoo_model_is_registered_and_ships(shipped):
-    assert [n for n in list_models("demo") if n.startswith("zoo-")] == MODEL_NAMES
+    assert [n for n in list_models("demo") if n.startswith("zoo-") and not n.startswith("zoo-cnn-")] == MODEL_NAMES
     total = 0
     for name in MODEL_NAMES:
         cfg = MODELS[name]

@@ -59,6 +59,18 @@ def main(argv=None) -> int:
         from .zoo.train import main as zoo_train
 
         return zoo_train(argv[2:])
+    if argv[:2] == ["zoo", "card"]:       # re-evaluate shipped zoo models, write their cards' structure block
+        from .zoo.structure import main as zoo_card
+
+        return zoo_card(argv[2:])
+
+    if argv[:1] == ["finetune"]:          # the fine-tuning trainer owns its own options (vitscope.finetune.train)
+        import os
+
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from .finetune.train import main as finetune_main
+
+        return finetune_main(argv[1:])
 
     parser = argparse.ArgumentParser(prog="vitscope", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,8 +79,11 @@ def main(argv=None) -> int:
     p.set_defaults(func=_models)
     p = sub.add_parser("profiles", help="list the run profiles")
     p.set_defaults(func=_profiles)
-    p = sub.add_parser("zoo", help="train the mini-zoo: `vitscope zoo train --all` (see `vitscope zoo train -h`)")
-    p.set_defaults(func=lambda _args: parser.error("use `vitscope zoo train ...` (see `vitscope zoo train -h`)"))
+    p = sub.add_parser("zoo", help="train the mini-zoo: `vitscope zoo train --all`; refresh cards: "
+                                      "`vitscope zoo card --all`")
+    p.set_defaults(func=lambda _args: parser.error("use `vitscope zoo train ...` or `vitscope zoo card ...` "
+                                                          "(see their -h)"))
+    sub.add_parser("finetune", help="fine-tune a model: `vitscope finetune MODEL --profile P` (see its -h)")
     p = sub.add_parser("book", help="execute the notebooks of a profile and build the website")
     p.add_argument("--profile", default="demo", help="profile name in profiles/ (default: demo)")
     p.add_argument("--no-execute", action="store_true", help="only rebuild the HTML from executed notebooks")

@@ -57,16 +57,30 @@ PAGES = (
         Page("tm_4_2_aaam", "TM", "4.2 Aligned Aggregated Attention Maps", per_model=True, stage=0),)),
     Page("tm_4_3_overview", "TM", "4.3 Average attention distance", per_model=False, sections=(
         Page("tm_4_3_attention_distance", "TM", "4.3 Average attention distance", per_model=True, stage=0),)),
+    Page("tm_4_4_overview", "TM", "4.4 Attention IoU with salient objects", per_model=False, sections=(
+        Page("tm_4_4_attention_iou", "TM", "4.4 Attention IoU with salient objects", per_model=True, stage=0),)),
     Page("tm_5_1_last_layer_cka", "TM", "5.1 Last-block CKA between models", per_model=False),
     Page("tm_5_2_overview", "TM", "5.2 Cluster purity of global features", per_model=False, sections=(
         Page("tm_5_2_purity", "TM", "5.2 Cluster purity of global features", per_model=True, stage=0),)),
+    Page("tm_5_3_overview", "TM", "5.3 Cluster purity of objects and parts", per_model=False, sections=(
+        Page("tm_5_3_region_purity", "TM", "5.3 Cluster purity of objects and parts", per_model=True, stage=0),)),
     Page("tm_6_1_overview", "TM", "6.1 k-NN classification per layer", per_model=False, sections=(
         Page("tm_6_1_knn", "TM", "6.1 k-NN classification per layer", per_model=True, stage=0),)),
+    Page("tm_6_1_retrieval_overview", "TM", "6.1 Image retrieval per layer", per_model=False, sections=(
+        Page("tm_6_1_retrieval", "TM", "6.1 Image retrieval per layer", per_model=True, stage=0),)),
+    Page("tm_6_2_davis_overview", "TM", "6.2 DAVIS video label propagation per layer", per_model=False, sections=(
+        Page("tm_6_2_davis", "TM", "6.2 DAVIS video label propagation per layer", per_model=True, stage=0),)),
+    Page("tm_6_2_keypoints_overview", "TM", "6.2 SPair-71k keypoint correspondence per layer", per_model=False,
+         sections=(Page("tm_6_2_keypoints", "TM", "6.2 SPair-71k keypoint correspondence per layer", per_model=True,
+                        stage=0),)),
+    Page("tm_6_3_table1", "TM", "6.3 Table 1: downstream tasks side by side with the paper", per_model=False),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
+    Page("om_2_1_architecture", "OM", "2.1 Objective or architecture? CKA across ViTs and CNNs", per_model=False),
     Page("om_2_2_probes", "OM", "2.2 Linear, non-linear and multi-layer probes", per_model=False),
     Page("om_2_2_knn", "OM", "2.2 k-NN per block: CLS and GAP", per_model=False),
     Page("om_2_2_invariance", "OM", "2.2 Invariance to flips and other augmentations", per_model=False),
     Page("om_app_b1_cka_convergence", "OM", "B.1 Minibatch CKA: batch size and number of examples", per_model=False),
+    Page("om_app_c_detection", "OM", "C Frozen and fine-tuned backbones for detection", per_model=False),
     Page("om_app_f_agreement", "OM", "F Do models agree on their predictions?", per_model=False),
     # the ledger collects the verdicts the section pages displayed: it runs after them and depends on their outputs
     Page("about_claims", "About", "Claims ledger", per_model=False, stage=2, depends_on="none",

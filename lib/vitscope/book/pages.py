@@ -49,7 +49,7 @@ def page_notice(profile: Profile, model_names: list[str]) -> Markdown:
     cfgs = [models.get_cfg(m) for m in model_names]
     random = [c.name for c in cfgs if c.is_untrained]
     datasets = ", ".join(f"{k} ({'synthetic twin' if profile.is_synthetic(k) else 'real data'})"
-                         for k in profile.raw.get("datasets", {}))
+                         for k in profile.dataset_names)
     lines = [(f"Profile **{profile.name}**: {profile.raw.get('title', '')}. Data: {datasets}. "
               f"Models: {', '.join(f'`{c.name}` ({c.display})' for c in cfgs)}.")]
     kind = "note"
@@ -68,7 +68,7 @@ def page_notice(profile: Profile, model_names: list[str]) -> Markdown:
         card_lines, warn = _card_notices([c.name for c in cfgs])
         lines += card_lines
         kind = "warning" if warn else kind
-    if any(profile.is_synthetic(k) for k in profile.raw.get("datasets", {})):
+    if any(profile.is_synthetic(k) for k in profile.dataset_names):
         lines.append("This is a miniature, offline replication: small ViTs on synthetic scenes written in the real "
                      "benchmark formats, not the papers' ViT-B/16 on ImageNet.")
     body = "\n\n".join(lines)

@@ -23,6 +23,7 @@ from functools import cache
 import yaml
 
 from ..data import load_manifest
+from ..data.manifest import load_fetch_spec
 from ..models import get_cfg
 from ..profiles import Profile, load_profile
 
@@ -44,14 +45,30 @@ NOTEBOOK_SECTIONS: dict[str, tuple[str, ...]] = {
     "tm_6_1_knn": ("knn",),
     "tm_6_1_overview": ("knn",),
     "om_2_1_cka": ("cka",),
+    "om_2_1_architecture": ("architecture",),
     "om_2_2_probes": ("probes",),
+    "om_2_3_finetuned_cka": ("finetune", "cka"),
+    "om_2_3_dynamics": ("finetune", "probes", "invariance"),
     "om_2_2_knn": ("knn",),
     "om_2_2_invariance": ("invariance",),
     "om_app_b1_cka_convergence": ("cka_convergence",),
     "om_app_f_agreement": ("agreement",),
+    "om_app_c_detection": ("detection",),
+    "tm_4_4_attention_iou": ("attention_iou",),
+    "tm_4_4_overview": ("attention_iou",),
+    "tm_5_3_region_purity": ("region_purity", "purity"),
+    "tm_5_3_overview": ("region_purity", "purity"),
+    "tm_6_1_retrieval": ("retrieval",),
+    "tm_6_1_retrieval_overview": ("retrieval",),
+    "tm_6_2_keypoints": ("keypoints",),
+    "tm_6_2_keypoints_overview": ("keypoints",),
+    "tm_6_2_davis": ("davis",),
+    "tm_6_3_table1": ("table1", "knn", "retrieval", "keypoints", "davis"),
+    "tm_6_2_davis_overview": ("davis",),
     # the ledger re-checks the claims of every section
-    "about_claims": ("cls_attention", "aaam", "attention_distance", "last_layer_cka", "purity", "knn", "cka",
-                     "invariance", "agreement", "probes"),
+    "about_claims": ("cls_attention", "aaam", "attention_distance", "attention_iou", "last_layer_cka", "purity",
+                     "region_purity", "knn", "retrieval", "davis", "keypoints", "table1", "cka", "architecture",
+                     "detection", "invariance", "agreement", "probes"),
     "about_reliability": (),
     "about_performance": (),
     "about_zoo": (),
@@ -185,17 +202,25 @@ def _models_of(notebook: str, params: dict, profile: Profile) -> list[str]:
 
 
 def _dataset(profile: Profile, key: str) -> str:
-    """``imagenet50: synthetic twin, 50 classes x 10 = 500 images`` (or the real folder)."""
+    """``imagenet50: synthetic twin, 50 classes x 10 = 500 images`` (or the real folder); datasets in other formats
+    (COCO json, revisitop, SPair, DAVIS, PartImageNet) are described by their manifest's title and format."""
     spec = profile.raw.get("datasets", {}).get(key)
     if spec is None:
         return "not defined"
-    manifest = load_manifest(spec["manifest"])
-    per_class = spec.get("per_class", manifest.per_class)
-    n_classes = spec.get("num_classes") or len(manifest.wnids)
     kind = ("synthetic twin" + (f" ({', '.join(f'{k} {v}' for k, v in spec['synthetic'].items())})"
                                 if isinstance(spec["synthetic"], dict) else "")
             if "synthetic" in spec else f"real images at `{spec['root']}`")
+    fetch = load_fetch_spec(spec["manifest"])
+    if fetch.format != "imagefolder":
+        return f"{kind}, {fetch.title} ({fetch.format} format)"
+    manifest = load_manifest(spec["manifest"])
+    per_class = spec.get("per_class", manifest.per_class)
+    n_classes = spec.get("num_classes") or len(manifest.wnids)
     return f"{kind}, {n_classes} classes x {per_class} = {n_classes * per_class} images"
+
+
+#: Section keys that name one dataset of the profile (``datasets``: a list of them, or of benchmark names).
+DATASET_KEYS = ("dataset", "datasets", "parts_dataset", "objects_dataset")
 
 
 def settings_rows(notebook: str, params: dict, profile: Profile, paper: Profile) -> list[tuple[str, str, str]]:
@@ -219,8 +244,10 @@ def settings_rows(notebook: str, params: dict, profile: Profile, paper: Profile)
         for key in dict.fromkeys([*mine, *theirs]):
             if key == "models":
                 continue          # already compared above, by family
-            if key == "dataset":
-                datasets += [v for v in dict.fromkeys((mine.get(key), theirs.get(key))) if v and v not in datasets]
+            if key in DATASET_KEYS:
+                named = [v for value in (mine.get(key), theirs.get(key))
+                         for v in (value if isinstance(value, list) else [value])]
+                datasets += [v for v in dict.fromkeys(named) if isinstance(v, str) and v not in datasets]
             rows.append((f"{section}.{key}", _value(mine.get(key)), _value(theirs.get(key))))
     for key in datasets:
         rows.append((f"data: {key}", _dataset(profile, key), _dataset(paper, key)))

@@ -24,6 +24,11 @@ _INVARIANCE = "vitscope.sections.invariance.check_claims"
 _AGREEMENT = "vitscope.sections.agreement.check_claims"
 _CLS_MAPS = "vitscope.sections.cls_attention.check_claims"
 _AAAM = "vitscope.sections.aaam.check_claims"
+_FT_CKA = "vitscope.sections.finetuning.check_cka_claims"
+_FT_DYNAMICS = "vitscope.sections.finetuning.check_dynamics_claims"
+_REGION_PURITY = "vitscope.sections.region_purity.check_claims"
+_ARCHITECTURE = "vitscope.sections.architecture.check_claims"
+_DETECTION = "vitscope.sections.detection.check_claims"
 
 
 @dataclass(frozen=True)
@@ -70,17 +75,17 @@ _ROWS = (
           page="tm_4_3_overview", check=_AD),
     Claim("TM-4.4a", "TM", "4.4", "Fig. 5",
           "FS's and CLIP's CLS-attention IoU with salient objects drops around the middle of the network.",
-          page=None, check=None),
+          page="tm_4_4_overview", check="vitscope.sections.attention_iou.check_claims"),
     Claim("TM-4.4b", "TM", "4.4", "Fig. 5",
           "Attention IoU plateaus around layers 3-6 in every model.",
-          page=None, check=None),
+          page="tm_4_4_overview", check=None),
     Claim("TM-4.4c", "TM", "4.4", "Fig. 5",
           "MoCo, MAE and BEiT reach attention IoUs comparable to DINO's.",
-          page=None, check=None),
+          page="tm_4_4_overview", check=None),
     Claim("TM-4.4d", "TM", "4.4", "Fig. 5 (right)",
           ("Masks from the mean of spatial-token attention are comparable to the CLS token's, and CLIP's rise "
            "sharply in the last layer."),
-          page=None, check=None),
+          page="tm_4_4_overview", check="vitscope.sections.attention_iou.check_claims"),
     Claim("TM-5.1a", "TM", "5.1", "Fig. 6 (left)",
           "Last-block CLS tokens are most alike for alike supervision; MoCo and DINO are very similar.",
           page="tm_5_1_last_layer_cka", check=_LAST_CKA),
@@ -108,38 +113,38 @@ _ROWS = (
     Claim("TM-5.3a", "TM", "5.3", "Fig. 8 (left)",
           ("Object-level (COCO) purity is highest for CLIP and FS, then DINO and MoCo, and much lower for MAE "
            "and BEiT."),
-          page=None, check=None),
+          page="tm_5_3_overview", check=_REGION_PURITY),
     Claim("TM-5.3b", "TM", "5.3", "Fig. 8 (right)",
           ("Part-level (PartImageNet) purity is highest for FS, the contrastive models surpass CLIP, and MAE and "
            "BEiT are lowest but closer."),
-          page=None, check=None),
+          page="tm_5_3_overview", check=_REGION_PURITY),
     Claim("TM-5.3c", "TM", "5.3", "Fig. 8",
           "Object- and part-level purity peaks early, around layers 9-11, and earlier for BEiT.",
-          page=None, check=None),
+          page="tm_5_3_overview", check=_REGION_PURITY),
     Claim("TM-6.1a", "TM", "6.1", "Fig. 9 (left)",
           ("k-NN (k=20) accuracy is highest for FS; DINO and MoCo separate classes in earlier layers; FS and "
            "CLIP jump in the last layers; MAE beats BEiT and both beat chance."),
           page="tm_6_1_overview", check=_KNN_TM),
     Claim("TM-6.1b", "TM", "6.1", "Fig. 9 (right)",
           "ROxford5k (Medium) retrieval mAP follows k-NN: FS, then CLIP, then DINO and MoCo, then MAE and BEiT.",
-          page=None, check=None),
+          page="tm_6_1_retrieval_overview", check="vitscope.sections.retrieval.check_claims"),
     Claim("TM-6.2a", "TM", "6.2", "Fig. 10 (left)",
           ("DAVIS propagation is best with DINO and MoCo; FS and CLIP drop in later layers; MAE and BEiT are "
            "competitive."),
-          page=None, check=None),
+          page="tm_6_2_davis_overview", check="vitscope.sections.propagation.check_claims"),
     Claim("TM-6.2b", "TM", "6.2", "Fig. 10 (right)",
           ("SPair-71k keypoint PCK is highest for CLIP, closely followed by FS and DINO, and the best layer "
            "varies from 8 (CLIP, BEiT) to 11 (MAE)."),
-          page=None, check=None),
+          page="tm_6_2_keypoints_overview", check="vitscope.sections.correspondence.check_claims"),
     Claim("TM-T1a", "TM", "6.3", "Table 1",
           "Image-level tasks (k-NN, retrieval) peak at the last layer for most models.",
-          page="tm_6_1_overview", check=_KNN_TM),
+          page="tm_6_3_table1", check="vitscope.sections.downstream_summary.check_claims"),
     Claim("TM-T1b", "TM", "6.3", "Table 1",
           "Local tasks (DAVIS, SPair-71k) peak a few layers before the last.",
-          page=None, check=None),
+          page="tm_6_3_table1", check="vitscope.sections.downstream_summary.check_claims"),
     Claim("TM-T1c", "TM", "6.3", "Table 1",
           "No single model is best at every downstream task.",
-          page=None, check=None),
+          page="tm_6_3_table1", check="vitscope.sections.downstream_summary.check_claims"),
     Claim("OM-2.1a", "OM", "2.1", "Fig. 1a",
           ("The two joint-embedding models (MoCo-v3, DINO) have very similar representations layer for layer, "
            "while the reconstruction model (MAE) is dissimilar to both."),
@@ -151,12 +156,12 @@ _ROWS = (
     Claim("OM-2.1c", "OM", "2.1, App. E", "Fig. 11a",
           ("Two joint-embedding models of different architectures (ViT, ResNet-50) are more similar than a "
            "joint-embedding and a reconstruction ViT."),
-          page=None, check=None),
+          page="om_2_1_architecture", check=_ARCHITECTURE),
     Claim("OM-2.1d", "OM", "2.1, App. E", "Fig. 11b",
           ("A reconstruction CNN-ViT pair stays similar as layer distance grows while a "
            "joint-embedding/reconstruction ViT pair falls off: the objective governs similarity more than the "
            "architecture."),
-          page=None, check=None),
+          page="om_2_1_architecture", check=_ARCHITECTURE),
     Claim("OM-2.1e", "OM", "2.1, App. F", "Fig. 12",
           ("Per-block k-NN accuracy diverges between joint-embedding and reconstruction ViTs by block 3, and the "
            "joint-embedding models' last CLS k-NN matches their linear probe."),
@@ -190,36 +195,36 @@ _ROWS = (
     Claim("OM-2.3a", "OM", "2.3", "Figs. 4, 8",
           ("Fine-tuned MAE is highly similar to pre-trained MoCo-v3 and DINO, and stays so after they are "
            "fine-tuned too, except in later layers."),
-          page=None, check=None),
+          page="om_2_3_finetuned_cka", check=_FT_CKA),
     Claim("OM-2.3b", "OM", "2.3, App. D", "Figs. 9, 10",
           ("The attention and LayerNorm layers, most dissimilar after pre-training, become the most similar "
            "after fine-tuning."),
-          page=None, check=None),
+          page="om_2_3_finetuned_cka", check=_FT_CKA),
     Claim("OM-2.3c", "OM", "2.3, App. G", "Fig. 14",
           ("MAE's attention layers take a more efficient path through parameter space during fine-tuning than "
            "MoCo-v3's and DINO's."),
-          page=None, check=None),
+          page="om_2_3_dynamics", check=_FT_DYNAMICS),
     Claim("OM-2.3d", "OM", "2.3", "Fig. 17",
           "After fine-tuning, MAE's final CLS token becomes invariant to horizontal flips.",
-          page=None, check=None),
+          page="om_2_3_dynamics", check=_FT_DYNAMICS),
     Claim("OM-2.3e", "OM", "2.3", "Fig. 5",
           "Intermediate CLS features add nothing to a linear probe on a fine-tuned MAE.",
-          page=None, check=None),
+          page="om_2_3_dynamics", check=_FT_DYNAMICS),
     Claim("OM-C.a", "OM", "App. C", "Table 6",
           ("With a frozen backbone (ViTDet, Mask R-CNN), MAE features beat MoCo-v3's on COCO detection and "
            "segmentation."),
-          page=None, check=None),
+          page="om_app_c_detection", check=_DETECTION),
     Claim("OM-C.b", "OM", "App. C", "Table 6",
           ("Frozen reconstruction features do worse than joint-embedding ones on large objects and better on "
            "small objects."),
-          page=None, check=None),
+          page="om_app_c_detection", check=_DETECTION),
     Claim("OM-C.c", "OM", "App. C", "Fig. 7",
           ("Adding intermediate features (blocks 9-11) improves frozen-backbone detection for reconstruction and "
            "joint-embedding models alike."),
-          page=None, check=None),
+          page="om_app_c_detection", check=_DETECTION),
     Claim("OM-C.d", "OM", "App. C", "Table 7",
           "Fine-tuned end to end, MAE beats MoCo-v3 and DINO on large and small objects.",
-          page=None, check=None),
+          page="om_app_c_detection", check=_DETECTION),
 )
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in _ROWS}

@@ -211,4 +211,12 @@ def book_results(profile_name: str, root=None) -> list[ClaimResult]:
         params = json.loads(path.read_text()).get("metadata", {}).get("papermill", {}).get("parameters", {})
         if params.get("profile") == profile_name and not path.stem.startswith("about_"):
             pages.append(path)
-    return collect(pages)
+    # A claim's results from its own catalogue page come first, so its headline row (e.g. Table 1's count over
+    # tasks) is the one the ledger reads, not a per-model row another page displayed for the same claim.
+    home = {c.id: c.page for c in CLAIMS.values()}
+    per_page = [(path, collect([path])) for path in pages]
+    at_home = [(path.stem, path.parent.name) for path, _ in per_page]
+    ordered = [r for (_, rs), names in zip(per_page, at_home) for r in rs if home.get(r.claim) in names]
+    ordered += [r for (_, rs), names in zip(per_page, at_home) for r in rs if home.get(r.claim) not in names]
+    seen: set = set()
+    return [r for r in ordered if not ((r.claim, r.subject) in seen or seen.add((r.claim, r.subject)))]

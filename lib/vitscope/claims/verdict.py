@@ -148,9 +148,11 @@ def cannot_check(claim: str, subject: str, reason: str) -> ClaimResult:
     return ClaimResult(claim, subject, CANNOT_CHECK, reason)
 
 
-def paired_contrast(values: dict, weights: dict[str, float]) -> Interval:
-    """``sum_m weights[m] * mean(values[m])`` with its percentile bootstrap interval over the shared images, one draw
-    of images for every term (paired). ``values``: ``{name: float [N]}`` on the same N images in the same order."""
+def paired_contrast(values: dict, weights: dict[str, float], unit: str = "images") -> Interval:
+    """``sum_m weights[m] * mean(values[m])`` with its percentile bootstrap interval over the shared rows, one draw
+    of rows for every term (paired). ``values``: ``{name: float [N]}`` on the same N rows in the same order; ``unit``
+    names what a row is ("images", "queries", "pairs", "regions", "objects"): the bootstrap resamples it, and the
+    claims table shows it after ``n``."""
     import torch
 
     from ..kernels.stats import bootstrap_contrast
@@ -158,9 +160,28 @@ def paired_contrast(values: dict, weights: dict[str, float]) -> Interval:
     names = list(weights)
     sizes = {len(values[m]) for m in names}
     if len(sizes) != 1:
-        raise ValueError(f"{names} hold different numbers of images {sorted(sizes)}; the paired bootstrap needs the "
-                         "same images for every model (extract them on the same profile)")
+        raise ValueError(f"{names} hold different numbers of {unit} {sorted(sizes)}; the paired bootstrap needs the "
+                         f"same {unit} for every model (extract them on the same profile)")
     w = torch.tensor([weights[m] for m in names], dtype=torch.float64)    # float64: 1/3 is not exact in float32
     res = bootstrap_contrast(torch.stack([torch.as_tensor(values[m], dtype=torch.float64) for m in names]), w,
                              n_resamples=N_RESAMPLES, seed=SEED, confidence=CONFIDENCE)
-    return Interval.from_bootstrap(res, "images")
+    return Interval.from_bootstrap(res, unit)
+
+
+def judge_contrast(claim: str, subject: str, measure: str, values: dict, effect_w: dict, beyond_w: dict | None,
+                   expected: int, base: str | None, seed_stats=None, seeds=(), unit: str = "images") -> ClaimResult:
+    """One verdict from per-row ``values`` ({slot: float [N]}, the same N ``unit`` in every slot): the effect
+    contrast ``effect_w`` and its baseline contrast ``beyond_w`` (``None``: no untrained model) by
+    :func:`paired_contrast`, judged by :func:`judge`. With ``seed_stats`` (float [S]: the statistic on each
+    untrained seed or seed pair) both get their seed floor (:func:`vitscope.kernels.stats.seed_floor`)."""
+    import torch
+
+    from ..kernels.stats import seed_floor
+
+    def floor(w):
+        if seed_stats is None or w is None:
+            return None
+        return seed_floor(seed_stats, torch.tensor(list(w.values()), dtype=torch.float64))
+    beyond = paired_contrast(values, beyond_w, unit) if beyond_w else None
+    return judge(claim, subject, measure, paired_contrast(values, effect_w, unit), beyond, expected, base,
+                 floor(effect_w), floor(beyond_w), tuple(seeds))

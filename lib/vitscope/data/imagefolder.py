@@ -1,14 +1,17 @@
 """ImageNet-style folders selected by a manifest: ``<root>/<split>/<wnid>/<file>.JPEG``.
 
 This is the loader for the real ImageNet-50 subset and for its synthetic twin: both are read by the same code.
+Every image is read by :func:`read_rgb`, which turns any PIL mode into 8-bit RGB as a viewer would show it.
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import Dataset
 
 from .manifest import Manifest
@@ -97,11 +100,51 @@ class ImageFolderSubset(Dataset):
         return (self.transform(image) if self.transform else image), label
 
 
-def read_rgb(path: Path) -> Image.Image:
-    """Open an image as RGB; a corrupt or unreadable file raises ``OSError`` naming it."""
+#: The colour transparent pixels are composited on: white, the page such images are drawn to be seen on.
+#: (torchvision's and timm's loaders, ``convert("RGB")``, keep the hidden colour of transparent pixels, often black.)
+ALPHA_BACKGROUND = (255, 255, 255)
+#: Modes holding 16-bit (or wider integer) grey levels, as PIL opens 16-bit PNG and TIFF files.
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: Modes with an alpha channel (premultiplied ``RGBa`` / ``La`` are un-premultiplied by ``convert("RGBA")``).
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+#: What a broken file raises inside PIL, besides OSError (its plugins use these for malformed headers and chunks).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
+
+
+def read_rgb(path: Path, background: tuple[int, int, int] = ALPHA_BACKGROUND) -> Image.Image:
+    """Open an image as 8-bit RGB, shown as an image viewer shows it.
+
+    - EXIF orientation is applied (``ImageOps.exif_transpose``): a camera's rotated JPEG comes out upright.
+    - 16-bit grey (``I;16*``, and ``I`` taken as 0-65535) is scaled to 8 bits, ``round(v / 257)`` (PIL's own
+      ``convert`` clips every level above 255 to white).
+    - CMYK (JPEG) uses PIL's conversion ``R = (255 - C)(255 - K) / 255`` (Adobe's inverted CMYK is undone by
+      PIL's decoder); an embedded ICC profile is not applied.
+    - Transparency (``RGBA``, ``LA``, ``PA``, premultiplied modes, palette or grey/RGB images with a transparent
+      colour) is alpha-composited on ``background`` (default :data:`ALPHA_BACKGROUND`, white).
+    - Every other mode (``1``, ``L``, ``P``, ``YCbCr``, ``F`` clipped to 0-255, ...) goes through ``convert("RGB")``.
+
+    The whole file is decoded here, with PIL's ``LOAD_TRUNCATED_IMAGES`` off for the call even if another library
+    switched it on: a truncated, corrupt or unreadable file raises ``OSError`` naming it, never a grey or black image.
+    """
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise OSError(f"Cannot read image {path}: {err}. Re-download or delete the file "
+            im.load()
+            return _to_rgb(ImageOps.exif_transpose(im), background)
+    except _DECODE_ERRORS as err:
+        raise OSError(f"Cannot read image {path}: {type(err).__name__}: {err}. Re-download or delete the file "
                       "(the selection rule then takes the next file of its class).") from err
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _to_rgb(im: Image.Image, background) -> Image.Image:
+    if im.mode in WIDE_GREY_MODES:
+        grey = np.clip(np.rint(np.asarray(im, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if im.mode in ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return im.convert("RGB")

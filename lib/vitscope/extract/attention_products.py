@@ -60,6 +60,8 @@ class ClsMapStats(_Streamed):
     n_examples: int = 4
     name = "cls_map_stats"
     sites = ("attn",)
+    reads_cls = True
+    state_fields = ("_seen", "_ref", "_rows", "_examples")
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)
@@ -88,7 +90,9 @@ class ClsMapStats(_Streamed):
         self._batch["coverage"][block] = maps_k.coverage(m).float().cpu()
         self._batch["fixed"][block] = fixed.float()
         for i in range(max(0, min(len(self._examples) - self._seen, m.shape[0]))):
-            self._examples[self._seen + i][block] = cls_attention_map(x[i:i + 1], n_prefix)[0].float().cpu()
+            # a copy: a view would keep the batch's whole [B, H, T, T] map alive for the rest of the extraction
+            self._examples[self._seen + i][block] = cls_attention_map(x[i:i + 1], n_prefix)[0].to(
+                "cpu", torch.float32, copy=True)
 
     def end_batch(self):
         for key, per_block in self._batch.items():
@@ -110,6 +114,7 @@ class AlignedAttention(_Streamed):
 
     name = "aaam"
     sites = ("attn",)
+    state_fields = ("_seen", "_sum", "_first", "_moments")
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)
@@ -147,6 +152,7 @@ class QueryAttention(Product):
 
     name = "query_attention"
     sites = ("attn",)
+    state_fields = ("_sum", "_count")
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)

@@ -50,6 +50,12 @@ def vit_geometry(model: nn.Module) -> dict:
     }
 
 
+def has_cls_token(model: nn.Module) -> bool:
+    """Whether a timm ViT has a CLS token (token 0; timm ``class_token=False`` models have none, and
+    ``num_prefix_tokens`` then counts register tokens only)."""
+    return bool(getattr(model, "has_class_token", getattr(model, "cls_token", None) is not None))
+
+
 @contextmanager
 def unfused_attention(model: nn.Module):
     """Temporarily route every attention module through the explicit softmax path."""

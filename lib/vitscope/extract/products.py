@@ -29,6 +29,11 @@ class Product:
     version: int = 1
     #: The fewest images a batch may hold for this product (the last batch of an extraction may be smaller).
     min_batch: int = 1
+    #: Whether the product reads the CLS token (token 0): refused on a model without one (``class_token=False``).
+    reads_cls: bool = False
+    #: The attributes holding what has been accumulated so far, between batches (everything else is set up by
+    #: ``start``): what an extraction shard saves to resume. ``None``: not resumable (its extractions write no shard).
+    state_fields: tuple[str, ...] | None = None
 
     def key(self) -> dict:
         return {"product": self.name, "version": self.version, **asdict(self)}
@@ -57,6 +62,21 @@ class Product:
     def finish(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """The accumulated state between two batches (:attr:`state_fields`), to save in an extraction shard."""
+        if self.state_fields is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no state_fields: it cannot be resumed")
+        return {name: getattr(self, name) for name in self.state_fields}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` into this product right after :meth:`start` (same geometry and image count);
+        the batches that follow then accumulate exactly as in an uninterrupted run."""
+        if self.state_fields is None or set(state) != set(self.state_fields):
+            raise ValueError(f"{type(self).__name__}: a saved state holds {sorted(state)}, expected "
+                             f"{sorted(self.state_fields or ())}; the shard belongs to another version of it")
+        for name in self.state_fields:
+            setattr(self, name, state[name])
+
 
 @dataclass
 class AttentionDistance(Product):
@@ -70,6 +90,7 @@ class AttentionDistance(Product):
     name = "attention_distance"
     sites = ("attn",)
     version = 3      # 2: single pass, float32 row sums, float64 query means (within 1e-6 of 1); 3: sums by one bmm
+    state_fields = ("_rows",)
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)
@@ -107,6 +128,8 @@ class ClsAttention(Product):
 
     name = "cls_attention"
     sites = ("attn",)
+    reads_cls = True
+    state_fields = ("_sum", "_count")
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)
@@ -133,6 +156,8 @@ class PooledTokens(Product):
 
     site: str = "block"
     name = "pooled"
+    reads_cls = True
+    state_fields = ("_cls", "_mean")
 
     @property
     def sites(self):
@@ -181,6 +206,7 @@ class GramMatrices(Product):
     version = 3      # 3: "all" tokens via cka.gram_tokens (chunked centred float32 matmuls, float64 recombination)
     #: Each batch is one HSIC_1 minibatch, so it must hold HSIC_1's minimum number of examples.
     min_batch = cka_k.HSIC1_MIN_N
+    state_fields = ("_batches",)
 
     def __post_init__(self):
         if self.tokens not in TOKEN_REDUCTIONS:
@@ -191,6 +217,10 @@ class GramMatrices(Product):
     @property
     def sites(self):
         return tuple(self.capture_sites)
+
+    @property
+    def reads_cls(self):
+        return self.tokens == "cls"
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)

@@ -8,22 +8,46 @@ is detected on read, reported as a miss, and recomputed, never read as data.
 
 Writes are atomic (temporary file, then rename; the sidecar last), so a killed process never leaves a
 valid-looking entry. The root is :func:`vitscope.paths.cache_root` unless given.
+
+**One computation per entry.** Get-or-compute paths (:meth:`FeatureStore.memo`, and :func:`vitscope.extract.extract`
+through :meth:`FeatureStore.locked`) hold an exclusive lock on ``<entry>.lock`` while they compute: a second process
+asking for the same missing entry waits, then reads what the first stored. The lock is ``fcntl.flock``: advisory
+(only vitscope's own get-or-compute paths take it; a plain :meth:`~FeatureStore.put` does not) and reliable on local
+filesystems only (NFS and other network filesystems may not honour it). The kernel releases it when its holder
+dies, so a lock file left behind by a killed process blocks nobody; lock files are left in place on purpose
+(deleting one while another process waits on it would let a third lock a new file). Where ``flock`` is unavailable
+(Windows, or a filesystem that refuses it) both processes compute and the atomic renames keep the entry whole.
+
+**Shards.** A long extraction saves its products' partial state now and then (:meth:`FeatureStore.put_shard`:
+``<model>/shard-<hash>.safetensors``, written atomically, keyed and checksummed like an entry) so a killed run
+resumes from the last shard (:meth:`FeatureStore.get_shard`) instead of from the start.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import time
 import warnings
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..paths import cache_root
 
+try:
+    import fcntl
+except ImportError:          # Windows: no flock; concurrent computations then each compute, renames stay atomic
+    fcntl = None
+
 #: Environment variable: when set, every entry read is appended to this file (the book's dependency tracking).
 READ_LOG_ENV = "VITSCOPE_READ_LOG"
+#: Seconds a process waits for another one computing the same entry before it gives up: long enough for the paper
+#: profile's longest extraction on a CPU. Per store: ``FeatureStore(root, lock_timeout=...)``.
+LOCK_TIMEOUT_S = 6 * 3600.0
 
 
 def key_hash(key: dict) -> str:
@@ -59,11 +83,92 @@ def _normalised(key: dict) -> dict:
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
-class FeatureStore:
-    """A directory of cached extraction products: ``<root>/<model>/<product>-<hash>.safetensors``."""
+@contextmanager
+def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_S):
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if absent) for the ``with`` block; yields whether
+    the lock is held (``False`` where flock is unavailable: the caller then proceeds unlocked).
 
-    def __init__(self, root=None):
+    Waits up to ``timeout`` seconds for another holder, then raises ``TimeoutError`` naming the lock file.
+    """
+    if fcntl is None:
+        yield False
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline, pause = time.monotonic() + timeout, 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"Waited {timeout:g} s for the lock file {path}: another process is computing this cache "
+                        "entry (or hangs while holding it). Wait for it to finish, stop it, or pass a longer "
+                        "lock_timeout to FeatureStore. A lock held by a process that died is released by the "
+                        "system, so the file itself never needs deleting.") from None
+                time.sleep(pause)
+                pause = min(2 * pause, 0.5)
+            except OSError as err:    # ENOLCK / EOPNOTSUPP: a filesystem without flock (some network mounts)
+                warnings.warn(f"Cannot lock {path} ({err}): computing without a lock; concurrent processes may "
+                              "compute the same entry (the atomic writes keep it whole).", stacklevel=3)
+                held = False
+                break
+        try:
+            yield held
+        finally:
+            if held:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _flatten(obj, tensors: dict[str, torch.Tensor]):
+    # A nested state (dicts with str keys, lists, tuples, tensors, numbers, str, None) as a JSON skeleton whose
+    # tensors are references into ``tensors``: safetensors then stores the state without pickle.
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()                 # a view into a larger buffer: safetensors refuses shared storage
+        tensors[f"t{len(tensors)}"] = t
+        return {"$t": f"t{len(tensors) - 1}"}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, str) and not k.startswith("$") for k in obj):
+            raise TypeError(f"state dicts need str keys not starting with '$'; got {sorted(map(repr, obj))[:5]}")
+        return {k: _flatten(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return {"$tuple": [_flatten(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_flatten(v, tensors) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in a shard; a product's state holds tensors, numbers, "
+                    "str, None and dicts/lists/tuples of them")
+
+
+def _unflatten(skeleton, tensors: dict[str, torch.Tensor]):
+    if isinstance(skeleton, dict):
+        if "$t" in skeleton:
+            return tensors[skeleton["$t"]]
+        if "$tuple" in skeleton:
+            return tuple(_unflatten(v, tensors) for v in skeleton["$tuple"])
+        return {k: _unflatten(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [_unflatten(v, tensors) for v in skeleton]
+    return skeleton
+
+
+class FeatureStore:
+    """A directory of cached extraction products: ``<root>/<model>/<product>-<hash>.safetensors``.
+
+    ``lock_timeout``: seconds to wait for another process computing the same entry (:data:`LOCK_TIMEOUT_S`).
+    """
+
+    def __init__(self, root=None, lock_timeout: float = LOCK_TIMEOUT_S):
         self.root = Path(root) if root is not None else default_root()
+        self.lock_timeout = float(lock_timeout)
 
     def _paths(self, model: str, product: str, key: dict) -> tuple[Path, Path]:
         stem = self.root / model / f"{product}-{key_hash(key)}"
@@ -95,13 +200,76 @@ class FeatureStore:
         """The entry for ``key``, computing and storing ``compute()`` (a dict of tensors) on a miss.
 
         For derived results (k-means assignments, re-evaluations): put the digest of their inputs
-        (:func:`tensor_digest`) and every setting that changes them in ``key``."""
+        (:func:`tensor_digest`) and every setting that changes them in ``key``. Two processes missing the same
+        entry compute it once: the second waits for the entry's lock, then reads it (module docstring)."""
         hit = self.get(model, product, key)
         if hit is not None:
             return hit
-        tensors = compute()
-        self.put(model, product, key, tensors)
+        with self.locked([(model, product, key)]):
+            hit = self.get(model, product, key)        # computed by another process while this one waited
+            if hit is not None:
+                return hit
+            tensors = compute()
+            self.put(model, product, key, tensors)
         return tensors
+
+    def lock_path(self, model: str, product: str, key: dict) -> Path:
+        """The lock file of an entry: ``<root>/<model>/<product>-<hash>.lock``."""
+        return self._paths(model, product, key)[0].with_suffix(".lock")
+
+    @contextmanager
+    def locked(self, entries):
+        """Hold the locks of ``entries`` ``[(model, product, key)]`` (module docstring) for the ``with`` block.
+
+        Locks are taken in path order, so two processes locking overlapping sets cannot deadlock. Check the store
+        again inside the block: another process may have computed an entry while this one waited."""
+        paths = sorted({self.lock_path(*entry) for entry in entries})
+        with ExitStack() as stack:
+            for path in paths:
+                stack.enter_context(file_lock(path, self.lock_timeout))
+            yield
+
+    # ------------------------------------------------------------------------------------------------ shards
+    def shard_path(self, model: str, key: dict) -> Path:
+        return self.root / model / f"shard-{key_hash(key)}.safetensors"
+
+    def put_shard(self, model: str, key: dict, state, next_batch: int) -> Path:
+        """Save an extraction's partial ``state`` (nested dicts/lists of tensors and numbers) and the index of the
+        next batch to process, atomically, under ``key`` (compared in full by :meth:`get_shard`)."""
+        path = self.shard_path(model, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        skeleton = _flatten(state, tensors)
+        meta = {"key": json.dumps(_normalised(key), sort_keys=True), "skeleton": json.dumps(skeleton),
+                "next_batch": str(int(next_batch)), "digest": tensor_digest(*tensors.values())}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+        return path
+
+    def get_shard(self, model: str, key: dict):
+        """``(state, next_batch)`` saved by :meth:`put_shard` under ``key``, or ``None`` if absent, saved under
+        another key, or damaged (checked against its digest; reported, never used)."""
+        path = self.shard_path(model, key)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
+            if json.loads(meta["key"]) != _normalised(key):
+                return None
+            if meta["digest"] != tensor_digest(*(tensors[f"t{i}"] for i in range(len(tensors)))):
+                raise ValueError("digest mismatch")
+            return _unflatten(json.loads(meta["skeleton"]), tensors), int(meta["next_batch"])
+        except Exception as err:        # noqa: BLE001 -- whatever is wrong with a shard, starting over is safe
+            warnings.warn(f"Ignoring the damaged extraction shard {path} ({type(err).__name__}: {err}): the "
+                          "extraction starts from its first batch.", stacklevel=2)
+            return None
+
+    def drop_shard(self, model: str, key: dict) -> None:
+        """Remove the shard of ``key`` (its extraction is complete)."""
+        self.shard_path(model, key).unlink(missing_ok=True)
 
     def put(self, model: str, product: str, key: dict, tensors: dict[str, torch.Tensor], info: dict | None = None):
         """Write tensors and their key atomically; the sidecar (with the data's checksum) is written last."""

@@ -8,6 +8,14 @@
 Every kernel computes on the device of its input tensors.
 """
 
-from . import attention, cka, knn, probes
+from . import (  # noqa: F401  (TM 6.2: DAVIS label propagation, J and F)
+    attention,
+    attention_iou,  # noqa: F401  (TM 4.4: mass masks, IoU, best-head rules)
+    cka,
+    knn,
+    probes,
+    propagation,
+    segmentation_metrics,
+)
 
 __all__ = ["attention", "cka", "knn", "probes"]

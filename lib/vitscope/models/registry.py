@@ -9,6 +9,9 @@
   mini-zoo trained by ``vitscope zoo train``;
 * ``source="random"``: deterministic random init from ``seed`` (the untrained baseline).
 
+Fine-tuned models are names, not rows: ``<base>+ft`` (and ``<base>+ft@<epoch>``) is ``<base>``'s row with its weights
+pointed at a run of ``vitscope finetune <base>``; :func:`get_cfg` hands such names to :func:`vitscope.finetune.resolve`.
+
 The facts behind each entry (tags, strip rules, build kwargs) are in DESIGN.md §3; ``notes`` repeats the trap.
 """
 from __future__ import annotations
@@ -136,7 +139,10 @@ class ModelCfg:
         the seed of a random init, the timm tag, or the release URL (files downloaded from a pinned URL/tag)."""
         if weights is not None:
             return "sha256:" + file_digest(Path(weights))
-        return {"package": lambda: "sha256:" + file_digest(self.packaged_path()),
+        # A shipped file not trained yet (the zoo CNNs until the lead trains them) is "absent", not an error: a page
+        # fingerprint may name the model before its file exists; loading it still fails loudly.
+        return {"package": lambda: ("sha256:" + file_digest(self.packaged_path()) if self.packaged_path().is_file()
+                                    else f"absent:{self.filename}"),
                 "random": lambda: f"random:seed={self.seed}",
                 "timm": lambda: f"timm:{self.arch}.{self.timm_tag}",
                 "url": lambda: f"url:{self.url}"}[self.source]()
@@ -151,8 +157,8 @@ class ModelCfg:
     def architecture_description(self) -> str:
         """The timm architecture and the build arguments that change its geometry (a ``vit_tiny_patch16_224``
         built at 64 px with 8 px patches must not read as the 224 px, patch-16 model)."""
-        geometry = [f"{k}={self.arch_kwargs[k]}" for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
-                    if k in self.arch_kwargs]
+        geometry = [f"{k}={self.arch_kwargs[k]}" for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads",
+                                                            "channels") if k in self.arch_kwargs]
         return self.arch + (f" ({', '.join(geometry)})" if geometry else "")
 
     def weights_description(self) -> str:
@@ -194,6 +200,17 @@ _DEMO_VIT, _DEMO_PRE = ZOO_VIT, ZOO_PREPROCESS
 #: untrained baseline is never the starting point of a trained model it is compared with.
 RANDOM_SEEDS = (100, 101, 102)
 #: The mini-zoo (``vitscope.zoo``): (objective, display name, family, the paper model it stands in for).
+#: The mini-zoo's CNNs (Objectives Matter Fig. 11: the same objective on another architecture). A ResNet-18 layout
+#: (BasicBlocks, 2 per stage: 8 blocks, as many layers as 6 ViT blocks give within a factor 1.5) with widths cut to
+#: 32-64-128-192: the last width is the zoo ViT's embed_dim, so the objectives' heads fit both backbones unchanged,
+#: and at 64 px a forward pass costs about a seventh of the zoo ViT's. Trained by ``vitscope.zoo.cnn``.
+ZOO_CNN_ARCH = "resnet18"
+ZOO_CNN = _kw(channels=(32, 64, 128, 192), num_classes=0)
+#: (objective, display name, family, the paper model it stands in for): one joint-embedding, one supervised.
+_ZOO_CNN = (("supervised", "FS", "supervised", "a supervised ResNet"),
+            ("mocov3", "MoCo-v3", "contrastive", "ResNet-50 MoCo-v3"))
+#: Seed of the untrained zoo CNN (the CNN side's baseline): neither a zoo model's seed nor a ViT baseline's.
+RANDOM_CNN_SEED = 103
 _ZOO = (("supervised", "FS", "supervised", "FS (supervised)"), ("clip", "CLIP", "image-text", "CLIP"),
         ("dino", "DINO", "self-distillation", "DINO"), ("mocov3", "MoCo-v3", "contrastive", "MoCo-v3"),
         ("mae", "MAE", "masked-reconstruction", "MAE"), ("beit", "BEiT", "masked-token-prediction", "BEiT"))
@@ -277,6 +294,19 @@ _ENTRIES = (
         arch=ZOO_ARCH, arch_kwargs=_DEMO_VIT, source="random", preprocess=_DEMO_PRE,
         license="MIT", notes="random-init baseline: the zoo's architecture, untrained", seed=seed)
       for seed, s in zip(RANDOM_SEEDS, "abc")),
+    # The mini-zoo's CNNs and their untrained twin (Objectives Matter Fig. 11 on the demo).
+    *(ModelCfg(
+        name=f"zoo-cnn-{objective}", display=f"Zoo CNN {display}", family=family, papers=("demo",),
+        arch=ZOO_CNN_ARCH, arch_kwargs=ZOO_CNN, source="package", filename=f"zoo-cnn-{objective}.safetensors",
+        preprocess=_DEMO_PRE, license="MIT",
+        notes=f"{analogue} analogue: a small ResNet trained by vitscope on synthetic scenes with the zoo's "
+              f"{objective} objective and a global-average-pool readout (`python -m vitscope.zoo.cnn --model "
+              f"{objective}`; model card zoo-cnn-{objective}.json)")
+      for objective, display, family, analogue in _ZOO_CNN),
+    ModelCfg(
+        name="random-cnn-a", display="Random CNN A", family="random", papers=("demo",),
+        arch=ZOO_CNN_ARCH, arch_kwargs=ZOO_CNN, source="random", preprocess=_DEMO_PRE, license="MIT",
+        notes="random-init baseline: the zoo CNN's architecture, untrained", seed=RANDOM_CNN_SEED),
     # The paper profile's untrained baselines and seed floor: ViT-B/16 as FS, DINO and MoCo-v3 build it.
     *(ModelCfg(
         name=f"random-vitb-{s}", display=f"Random ViT-B {s.upper()}", family="random", papers=("TM", "OM"),
@@ -300,6 +330,10 @@ def get_cfg(name: str | ModelCfg) -> ModelCfg:
     """The entry for ``name`` (a ``ModelCfg`` passes through); unknown names raise ``UnknownModelError``."""
     if isinstance(name, ModelCfg):
         return name
+    if isinstance(name, str) and "+ft" in name and name not in MODELS:   # fine-tuned runs: see the module docstring
+        from ..finetune import resolve
+
+        return resolve(name)
     try:
         return MODELS[name]
     except (KeyError, TypeError):

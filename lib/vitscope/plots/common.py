@@ -24,6 +24,8 @@ LABEL_PT = TICK_LABEL_PT + 1
 MAX_FIGURE_WIDTH_IN = 6.7
 #: Colour and style of a reference level (uniform attention, chance, a random init's value).
 REFERENCE_STYLE = {"color": "0.25", "ls": "--", "lw": 1.2, "zorder": 2.5}
+#: Legend label of the Gaussian-noise-features reference (k-NN, retrieval, correspondence: TM §6's random baseline).
+NOISE_FEATURES_LABEL = "Gaussian noise features"
 
 HOUSE_RC = {
     "figure.dpi": FIGURE_DPI, "savefig.dpi": FIGURE_DPI, "figure.constrained_layout.use": True,
@@ -88,3 +90,29 @@ def save_figure(fig, path, dpi: int = FIGURE_DPI) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, facecolor="white")
     return path
+
+
+#: Line style of the untrained baseline model: grey and thinner, so trained models stand out against it.
+BASELINE_STYLE = {"color": "0.55", "lw": 1.6, "ls": "-", "marker": "."}
+
+
+def model_colours(models) -> dict:
+    """``{name: colour}``: one tab10 colour per name, in the order given (the cycle repeats past ten names). Pass
+    the trained models only, so the colours do not shift when an untrained baseline joins a figure."""
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(models)}
+
+
+def model_line_style(model: str, baseline: str | None, colour) -> dict:
+    """``ax.plot`` keywords for one model's line: :data:`BASELINE_STYLE` for the untrained ``baseline``, otherwise
+    ``colour`` (from :func:`model_colours`) with dots on the points."""
+    if model == baseline:
+        return dict(BASELINE_STYLE)
+    return {"color": colour, "lw": 1.8, "marker": "o", "ms": 3}
+
+
+def legend_below(fig, ax, ncols: int = 4):
+    """One legend for the whole figure, built from ``ax``'s lines and placed under the panels, so it never hides a
+    line; at most ``ncols`` entries per row."""
+    handles, labels = ax.get_legend_handles_labels()
+    return fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(labels)))

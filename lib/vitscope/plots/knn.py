@@ -9,27 +9,18 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .common import finish, new_figure, reference_line, zero_based_limits
+from .common import (
+    NOISE_FEATURES_LABEL,
+    finish,
+    legend_below,
+    model_colours,
+    model_line_style,
+    new_figure,
+    reference_line,
+    zero_based_limits,
+)
 
 POOLING_TITLES = {"cls": "CLS token", "gap": "GAP without CLS"}
-NOISE_LABEL = "Gaussian noise features"
-
-
-def _model_colours(models) -> dict:
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(models)}
-
-
-def _style(model: str, baseline: str | None, colour) -> dict:
-    if model == baseline:
-        return {"color": "0.55", "lw": 1.6, "ls": "-", "marker": "."}
-    return {"color": colour, "lw": 1.8, "marker": "o", "ms": 3}
-
-
-def _legend_below(fig, ax, ncols: int = 4):
-    """One legend for the figure, under the panels, so it never hides a line."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(labels)))
 
 
 def knn_by_block(table, model: str, k: int = 20):
@@ -47,13 +38,13 @@ def knn_by_block(table, model: str, k: int = 20):
             r = rows[rows.k == kk].sort_values("block")
             ax.plot(r.block, r.accuracy, color=shade, lw=2.2 if kk == k else 1.0, marker="o" if kk == k else None,
                     ms=3, label=f"k = {kk}")
-        reference_line(ax, float(rows[rows.k == k].noise.iloc[0]), f"{NOISE_LABEL} (k = {k})")
+        reference_line(ax, float(rows[rows.k == k].noise.iloc[0]), f"{NOISE_FEATURES_LABEL} (k = {k})")
         ax.set_title(POOLING_TITLES[pooling])
         ax.set_xlabel("block")
         ax.set_xticks(sorted(rows.block.unique()))
     axes[0].set_ylabel("k-NN top-1 accuracy")
     axes[0].set_ylim(*zero_based_limits(max(float(sel.accuracy.max()), float(sel.noise.max()))))
-    _legend_below(fig, axes[1], ncols=3)
+    legend_below(fig, axes[1], ncols=3)
     return finish(fig)
 
 
@@ -62,20 +53,20 @@ def knn_models(table, k: int = 20, poolings=("cls", "gap"), baseline: str | None
     (the untrained ``baseline`` grey), the noise baseline dashed."""
     sel = table[table.k == k]
     models = list(dict.fromkeys(sel.model))
-    colours = _model_colours([m for m in models if m != baseline])
+    colours = model_colours([m for m in models if m != baseline])
     fig, axes = new_figure(height=3.8, ncols=len(poolings), sharey=True, squeeze=False)
     for ax, pooling in zip(axes[0], poolings):
         rows = sel[sel.pooling == pooling]
         for m in models:
             r = rows[rows.model == m].sort_values("block")
-            ax.plot(r.block, r.accuracy, label=m, **_style(m, baseline, colours.get(m)))
-        reference_line(ax, float(rows.noise.max()), NOISE_LABEL)
+            ax.plot(r.block, r.accuracy, label=m, **model_line_style(m, baseline, colours.get(m)))
+        reference_line(ax, float(rows.noise.max()), NOISE_FEATURES_LABEL)
         ax.set_title(f"{POOLING_TITLES[pooling]}, k = {k}")
         ax.set_xlabel("block")
         ax.set_xticks(sorted(rows.block.unique()))
     axes[0][0].set_ylabel("k-NN top-1 accuracy")
     axes[0][0].set_ylim(*zero_based_limits(max(float(sel.accuracy.max()), float(sel.noise.max()))))
-    _legend_below(fig, axes[0][-1])
+    legend_below(fig, axes[0][-1])
     return finish(fig)
 
 
@@ -85,14 +76,14 @@ def invariance_by_block(table, pooling: str = "cls", baseline: str | None = None
     sel = table[table.pooling == pooling]
     augs = list(dict.fromkeys(sel.augmentation))
     models = list(dict.fromkeys(sel.model))
-    colours = _model_colours([m for m in models if m != baseline])
+    colours = model_colours([m for m in models if m != baseline])
     height = 3.8
     fig, axes = new_figure(height=height, ncols=len(augs), sharey=True, squeeze=False)
     for ax, aug in zip(axes[0], augs):
         rows = sel[sel.augmentation == aug]
         for m in models:
             r = rows[rows.model == m].sort_values("block")
-            ax.plot(r.block, r["index"], label=m, **_style(m, baseline, colours.get(m)))
+            ax.plot(r.block, r["index"], label=m, **model_line_style(m, baseline, colours.get(m)))
         reference_line(ax, 0.0, "no closer than another image")
         ax.axhline(1.0, color="0.25", ls=":", lw=1.0)
         ax.set_title(aug)
@@ -101,7 +92,7 @@ def invariance_by_block(table, pooling: str = "cls", baseline: str | None = None
     axes[0][0].set_ylabel(f"invariance index ({POOLING_TITLES[pooling]})")
     low = min(0.0, float(sel["index"].min()))
     axes[0][0].set_ylim(low - 0.05, 1.05)
-    _legend_below(fig, axes[0][-1])
+    legend_below(fig, axes[0][-1])
     return finish(fig)
 
 
@@ -111,7 +102,7 @@ def agreement_bars(tau_table):
     ks = sorted(tau_table.k.unique())
     fig, axes = new_figure(height=3.8, ncols=len(ks), sharey=True, squeeze=False)
     pairs = list(dict.fromkeys(tau_table.model_a + " – " + tau_table.model_b))
-    colours = _model_colours(pairs)
+    colours = model_colours(pairs)
     for ax, k in zip(axes[0], ks):
         rows = tau_table[tau_table.k == k].assign(pair=lambda d: d.model_a + " – " + d.model_b)
         subsets = list(dict.fromkeys(rows.subset))
@@ -125,5 +116,5 @@ def agreement_bars(tau_table):
         ax.set_title(f"top-{k} rankings")
     axes[0][0].set_ylabel("mean Kendall tau")
     axes[0][0].set_ylim(-1.0, 1.0)
-    _legend_below(fig, axes[0][-1], ncols=3)
+    legend_below(fig, axes[0][-1], ncols=3)
     return finish(fig)

@@ -92,3 +92,26 @@ def scene_grid(images_u8, col_labels=None, row_labels=None, ncols: int = 10):
         axes[i, 0].set_ylabel(label)
     return finish(fig)
 
+
+
+def structure_panels(table):
+    """Three panels against the block (1-based), one line per zoo model: attention distance, attention entropy
+    (nats) and CKA between the model and its own initialisation. Dashed: the uniform-attention levels; grey
+    dotted: the untrained initialisations' mean. ``table``: ``vitscope.zoo.cards.structure_table``."""
+    if table.empty:
+        raise ValueError("no card records a structure block; run `vitscope zoo card --all`")
+    fig, axes = new_figure(height=2.9, ncols=3)
+    panels = (("attention distance", "uniform distance", "init distance"),
+              ("attention entropy", "uniform entropy", "init entropy"), ("CKA to init", None, None))
+    for ax, (col, uniform, init) in zip(axes, panels):
+        for i, (model, sel) in enumerate(table.groupby("model", sort=False)):
+            ax.plot(sel.block, sel[col], marker="o", ms=3, lw=1.2, color=f"C{i}", label=model)
+        if uniform:
+            reference_line(ax, float(table[uniform].iloc[0]), "uniform attention")
+            init_mean = table.groupby("block")[init].mean()
+            ax.plot(init_mean.index, init_mean.values, color="0.5", ls=":", lw=1.2, label="untrained (mean)")
+        top = max(float(table[col].max()), float(table[uniform].max()) if uniform else 1.0)
+        ax.set(title=col, xlabel="block", ylim=zero_based_limits(top))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+    return finish(fig)

@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check
+from ..claims.verdict import ClaimResult, cannot_check, judge_contrast
 from ..kernels.agreement import knn_class_votes, prediction_f1, topk_kendall_tau
 from ..profiles import Profile
 from . import knn
-from .knn import JOINT_EMBEDDING, RECONSTRUCTION, judge_contrast
+from .knn import JOINT_EMBEDDING, RECONSTRUCTION
 
 #: Which images a Kendall tau is averaged over (OM Fig. 13's three panels).
 SUBSETS = {"all": "all images", "both correct": "both models right", "both wrong": "both models wrong"}

@@ -18,10 +18,10 @@ import torch
 from torchvision.transforms import functional as TF
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check
+from ..claims.verdict import ClaimResult, cannot_check, judge_contrast
 from ..kernels.invariance import augmentation_similarity
 from ..profiles import Profile
-from .knn import JOINT_EMBEDDING, POOLINGS, RECONSTRUCTION, judge_contrast, pooled_features
+from .knn import JOINT_EMBEDDING, POOLINGS, RECONSTRUCTION, pooled_features
 
 #: Deterministic augmentations on the [3, H, W] image in [0, 1] (after resize and crop, before normalisation).
 AUGMENTATIONS = {"hflip": TF.hflip, "vflip": TF.vflip,

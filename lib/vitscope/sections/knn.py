@@ -21,13 +21,12 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge, paired_contrast
+from ..claims.verdict import ClaimResult, cannot_check, judge_contrast
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import FeatureStore, PooledTokens, extract
 from ..kernels.clustering import noise_features
 from ..kernels.knn import weighted_knn
-from ..kernels.stats import seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -172,20 +171,6 @@ def best_blocks(table: pd.DataFrame, k: int = K_REPORTED) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------------- claims
-
-def judge_contrast(claim: str, subject: str, measure: str, values: dict, effect_w: dict, beyond_w: dict | None,
-                   expected: int, base: str | None, seed_stats: torch.Tensor | None, seeds) -> ClaimResult:
-    """One verdict from per-image ``values`` ({slot: [N]}): the effect contrast ``effect_w``, its baseline contrast
-    ``beyond_w`` (``None``: no untrained model) and, with ``seed_stats`` [S] (the statistic on each untrained seed
-    or seed pair), the seed floors of both (:func:`vitscope.kernels.stats.seed_floor`)."""
-    def floor(w):
-        if seed_stats is None or w is None:
-            return None
-        return seed_floor(seed_stats, torch.tensor(list(w.values()), dtype=torch.float64))
-    beyond = paired_contrast(values, beyond_w) if beyond_w else None
-    return judge(claim, subject, measure, paired_contrast(values, effect_w), beyond, expected, base, floor(effect_w),
-                 floor(beyond_w), tuple(seeds))
-
 
 #: Objectives Matter's two families of self-supervised objectives.
 JOINT_EMBEDDING = ("self-distillation", "contrastive")          # DINO, MSN, MoCo-v3

@@ -16,6 +16,8 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
@@ -67,6 +69,24 @@ MONITOR_PROTOCOL = {**EVAL_PROTOCOL, "ref_per_class": 20, "heldout_per_class": 1
 QUICK = dict(steps=3, batch_size=8, train_per_class=2)
 
 
+@dataclass(frozen=True)
+class Backbone:
+    """The backbone family a zoo model trains: timm ``arch`` + ``kwargs`` (recorded in the card), ``create()`` a random
+    init from the global RNG, ``load(path, device)`` the shipped file as a module whose ``forward_features`` gives
+    tokens [B, T, D] (what :mod:`.evaluate` reads), ``evaluable(module)`` the same view of a training backbone, and
+    the ``preprocess`` recorded in the card. The default is the zoo ViT; :mod:`vitscope.zoo.cnn` passes its CNN."""
+
+    arch: str
+    kwargs: dict
+    create: Callable
+    load: Callable
+    evaluable: Callable = lambda module: module
+    preprocess: dict = field(default_factory=lambda: {"mean": [0.5] * 3, "std": [0.5] * 3, "size": 64})
+
+
+VIT_BACKBONE = Backbone(BACKBONE_ARCH, BACKBONE_KWARGS, create_backbone, load_backbone)
+
+
 def lr_at(step: int, steps: int, lr: float, warmup_frac: float, min_lr_frac: float) -> float:
     """Linear warmup over ``warmup_frac`` of the steps, then cosine decay to ``min_lr_frac * lr``."""
     warm = max(1, int(round(warmup_frac * steps)))
@@ -100,23 +120,27 @@ def _param_groups(obj):
     return decay, no_decay
 
 
-def _config(name: str, budget: dict, data_meta: dict, seed: int, quick: bool) -> dict:
+def _config(name: str, budget: dict, data_meta: dict, seed: int, quick: bool, objectives=OBJECTIVES) -> dict:
     return {"name": name, "budget": budget, "data": data_meta, "seed": seed, "quick": quick,
-            "hparams": OBJECTIVES[name].HPARAMS}
+            "hparams": objectives[name].HPARAMS}
 
 
 def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu", steps: int | None = None,
                 quick: bool = False, force: bool = False, seed: int | None = None, progress: bool = True,
-                ckpt_minutes: float = CKPT_MINUTES, stop_after: int | None = None) -> dict | None:
+                ckpt_minutes: float = CKPT_MINUTES, stop_after: int | None = None, backbone: Backbone = VIT_BACKBONE,
+                objectives=None, seeds=None, budgets=None) -> dict | None:
     """Train (or resume) zoo model ``name`` and write its weights and card; returns the card.
 
     ``stop_after=S`` saves a checkpoint after step S and returns None (an interrupted run, for resume tests).
     A model whose card exists is skipped (its card returned) unless ``force``; ``force`` also discards checkpoints.
+    ``backbone``, ``objectives``, ``seeds``, ``budgets``: another backbone family and its tables (default: the zoo
+    ViT with :data:`OBJECTIVES`, :data:`SEEDS`, :data:`BUDGETS`; :mod:`vitscope.zoo.cnn` passes its CNN's).
     """
+    objectives, seeds, budgets = objectives or OBJECTIVES, seeds or SEEDS, budgets or BUDGETS
     name = name.removeprefix("zoo-")
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown zoo model {name!r}; choose from {sorted(OBJECTIVES)}")
-    seed = SEEDS[name] if seed is None else seed
+    if name not in objectives:
+        raise ValueError(f"unknown zoo model {name!r}; choose from {sorted(objectives)}")
+    seed = seeds[name] if seed is None else seed
     out_dir = Path(out_dir) if out_dir is not None else weights_dir()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir() / ("quick" if quick else "")
     card_path, weights_path = out_dir / f"zoo-{name}.json", out_dir / f"zoo-{name}.safetensors"
@@ -127,7 +151,7 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
     if force and ckpt_path.is_file():
         ckpt_path.unlink()
     dev = torch.device(resolve_device(device))
-    budget = {**BUDGETS[name], **COMMON}
+    budget = {**budgets[name], **COMMON}
     per_class = TRAIN_PER_CLASS
     if quick:
         budget.update(steps=QUICK["steps"], batch_size=QUICK["batch_size"])
@@ -135,10 +159,10 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
     if steps is not None:
         budget["steps"] = int(steps)
     train = render_set(per_class, TRAIN_SEED, cache_dir=cache_dir, progress=progress)
-    config = _config(name, budget, train.meta, seed, quick)
+    config = _config(name, budget, train.meta, seed, quick, objectives)
 
     torch.manual_seed(seed)   # the backbone init depends on the seed only (random-init baseline = this init)
-    obj = OBJECTIVES[name](create_backbone(), train.meta)
+    obj = objectives[name](backbone.create(), train.meta)
     obj.prepare(train, cache_dir)
     obj.to(dev).train()
     decay, no_decay = _param_groups(obj)
@@ -189,7 +213,7 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
         if not quick and (step + 1) % MONITOR_EVERY == 0:
-            knn_curve.append([step + 1, _monitor(obj, dev, cache_dir)])
+            knn_curve.append([step + 1, _monitor(obj, dev, cache_dir, backbone)])
             print(f"[zoo] {name}: step {step + 1} monitor k-NN {knn_curve[-1][1]:.3f}", flush=True)
         if stop_after is not None and step + 1 >= stop_after:
             save_ckpt(step + 1)
@@ -199,36 +223,38 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
             last_save = time.time()
     wall = elapsed + time.time() - t0
     save_ckpt(total)
-    return _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed, knn_curve)
+    return _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed, knn_curve, backbone,
+                   objectives)
 
 
-def _monitor(obj, dev, cache_dir) -> float:
+def _monitor(obj, dev, cache_dir, backbone: Backbone = VIT_BACKBONE) -> float:
     """k-NN top-1 of the current backbone on ``MONITOR_PROTOCOL`` (train mode restored afterwards)."""
     was_training = obj.backbone.training
-    acc = evaluate_backbone(obj.backbone, MONITOR_PROTOCOL, cache_dir, dev, knn_only=True,
+    acc = evaluate_backbone(backbone.evaluable(obj.backbone), MONITOR_PROTOCOL, cache_dir, dev, knn_only=True,
                             readouts=(obj.readout,))[obj.readout]["knn_top1"]
     obj.backbone.train(was_training)
     return acc
 
 
-def _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed, knn_curve=()) -> dict:
+def _finish(name, obj, config, losses, wall, dev, out_dir, cache_dir, quick, seed, knn_curve=(),
+            backbone: Backbone = VIT_BACKBONE, objectives=OBJECTIVES) -> dict:
     """Write the fp16 backbone, evaluate it (as shipped) and the random init, write the card."""
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / f"zoo-{name}.safetensors"
     sd = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in obj.backbone.state_dict().items()}
-    save_file(sd, str(weights_path), metadata={"vitscope_zoo": name, "arch": BACKBONE_ARCH})
+    save_file(sd, str(weights_path), metadata={"vitscope_zoo": name, "arch": backbone.arch})
     protocol = QUICK_PROTOCOL if quick else EVAL_PROTOCOL
     splits = eval_splits(protocol, cache_dir)
-    trained = evaluate_backbone(load_backbone(weights_path, dev), protocol, device=dev, splits=splits)
+    trained = evaluate_backbone(backbone.load(weights_path, dev), protocol, device=dev, splits=splits)
     torch.manual_seed(seed)
-    random_init = evaluate_backbone(create_backbone(), protocol, device=dev, splits=splits)
+    random_init = evaluate_backbone(backbone.evaluable(backbone.create()), protocol, device=dev, splits=splits)
     curve = [sum(losses[i:i + LOSS_EVERY]) / len(losses[i:i + LOSS_EVERY]) for i in range(0, len(losses), LOSS_EVERY)]
     budget = config["budget"]
     card = {
-        "name": f"zoo-{name}", "objective": name, "family": OBJECTIVES[name].family,
-        "backbone": {"arch": BACKBONE_ARCH, "kwargs": BACKBONE_KWARGS, "dtype": "float16",
-                     "preprocess": {"mean": [0.5] * 3, "std": [0.5] * 3, "size": 64}},
-        "objective_hparams": json.loads(json.dumps(OBJECTIVES[name].HPARAMS)),
+        "name": f"zoo-{name}", "objective": name, "family": objectives[name].family,
+        "backbone": {"arch": backbone.arch, "kwargs": backbone.kwargs, "dtype": "float16",
+                     "preprocess": backbone.preprocess},
+        "objective_hparams": json.loads(json.dumps(objectives[name].HPARAMS)),
         "train_data": {**config["data"], "generator": "vitscope.data.synthetic", "images": config["data"]["per_class"]
                        * config["data"]["num_classes"]},
         "steps": budget["steps"], "batch_size": budget["batch_size"],

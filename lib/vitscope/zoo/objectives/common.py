@@ -67,8 +67,17 @@ def encode(backbone: nn.Module, x: Tensor) -> Tensor:
     return blocks(backbone, with_cls(backbone, embed(backbone, x)))
 
 
+#: Attribute by which a backbone that is not a ViT says how its image embedding is read: ``"gap"`` (set by
+#: :func:`vitscope.zoo.cnn.create_cnn_backbone`) makes :func:`cls_token` return the global average pool, so the
+#: supervised and MoCo-v3 objectives train a CNN unchanged. ViT backbones do not carry it.
+READOUT_ATTR = "zoo_readout"
+
+
 def cls_token(backbone: nn.Module, x: Tensor) -> Tensor:
-    """The CLS token of the final normed output: [B, 3, H, W] -> [B, D] (what the zoo's k-NN / probe use)."""
+    """The CLS token of the final normed output: [B, 3, H, W] -> [B, D] (what the zoo's k-NN / probe use); for a
+    CNN backbone (``READOUT_ATTR`` = "gap") its global average pool [B, C] instead."""
+    if getattr(backbone, READOUT_ATTR, None) == "gap":
+        return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
     return encode(backbone, x)[:, 0]
 
 
