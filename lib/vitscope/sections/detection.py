@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..claims.baseline import untrained_baseline
 from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
+from ..devices import resolve_device
 from ..profiles import Profile
 
 SECTION = "detection"
@@ -84,7 +85,7 @@ def runs(profile: Profile, *, models=None, device=None, progress: bool = False) 
     out = {"val": val}
     for m in models or models_of(profile):
         for mode in s["modes"]:
-            out[(m, mode)] = run(m, mode, s["recipe"], train, val, device=device or profile.device,
+            out[(m, mode)] = run(m, mode, s["recipe"], train, val, device=resolve_device(device or profile.device),
                                  progress=progress)
     return out
 
