@@ -21,14 +21,16 @@ TWIN_VERSION = 1
 SEED_OFFSET = 1000
 
 
-def _rle(mask: np.ndarray) -> dict:
+def encode_rle(mask: np.ndarray) -> dict:
+    """COCO's compressed RLE of a bool mask ``[H, W]``, JSON-ready (``counts`` as text)."""
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _bbox(mask: np.ndarray) -> list[float]:
+def mask_bbox(mask: np.ndarray) -> list[float]:
+    """COCO's ``[x, y, width, height]`` box (pixels) of a non-empty bool mask ``[H, W]``."""
     ys, xs = np.nonzero(mask)
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
@@ -61,7 +63,8 @@ def write_coco_twin(root, n_images: int, size: int = 96, seed: int = 0, *, split
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})
         obj = mask > 0
         annotations.append({"id": image_id, "image_id": image_id, "category_id": SHAPES.index(spec.shape) + 1,
-                            "segmentation": _rle(obj), "area": float(obj.sum()), "bbox": _bbox(obj), "iscrowd": 0})
+                            "segmentation": encode_rle(obj), "area": float(obj.sum()), "bbox": mask_bbox(obj),
+                            "iscrowd": 0})
     data = {"info": {"description": "vitscope synthetic twin of COCO instances", "version": str(TWIN_VERSION)},
             "licenses": [], "images": images, "annotations": annotations,
             "categories": [{"id": k + 1, "name": s, "supercategory": "shape"} for k, s in enumerate(SHAPES)]}

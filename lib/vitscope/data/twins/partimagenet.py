@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ..manifest import load_manifest
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
+from .coco import encode_rle, mask_bbox
 
 #: Bump when the twin's files change for the same arguments (the generator's own version is stamped too).
 TWIN_VERSION = 1
@@ -25,19 +25,6 @@ TWIN_VERSION = 1
 SEED_OFFSET = 2000
 #: The split of each pattern's classes (PartImageNet's splits hold disjoint classes).
 SPLIT_OF_PATTERN = {"plain": "train", "stripes": "train", "dots": "train", "eye": "val", "cap": "test"}
-
-
-def _rle(mask: np.ndarray) -> dict:
-    """COCO's compressed RLE of a bool mask, JSON-ready (``counts`` as text)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def _bbox(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
 def part_categories() -> list[dict]:
@@ -87,7 +74,8 @@ def write_partimagenet_twin(root, per_class: int, size: int = 96, seed: int = 0)
                     continue
                 split["annotations"].append({
                     "id": next_id, "image_id": image_id, "category_id": s * len(PATTERNS) + part,
-                    "segmentation": _rle(region), "area": float(region.sum()), "bbox": _bbox(region), "iscrowd": 0})
+                    "segmentation": encode_rle(region), "area": float(region.sum()), "bbox": mask_bbox(region),
+                    "iscrowd": 0})
                 next_id += 1
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     for name, data in splits.items():
