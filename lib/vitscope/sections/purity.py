@@ -9,7 +9,8 @@ reference) and, for the claims, :func:`vitscope.kernels.stats.bootstrap_contrast
 Intervals hold the clustering fixed: k-means runs once per (model, tokens, block) on all images, each cluster votes
 its majority class, and the bootstrap resamples which images are scored (paired across models, which see the same
 images in the same order). They do not include the spread over k-means restarts, which ``n_init`` restarts keep
-small; :func:`seed_spread` measures it.
+small; :func:`seed_spread` measures it. Where the profile names untrained seeds (``baselines``), each verdict must
+also clear their seed floor (:mod:`vitscope.claims.verdict`), from the same statistic on the seeds.
 """
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ import json
 import pandas as pd
 import torch
 
-from ..claims.baseline import untrained_baseline
+from ..claims.baseline import noise_seeds, untrained_baseline
 from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import FeatureStore, PooledTokens, extract
 from ..extract.store import tensor_digest
 from ..kernels import clustering as clustering_k
-from ..kernels.stats import bootstrap_contrast
+from ..kernels.stats import bootstrap_contrast, seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -184,7 +185,11 @@ def correct_per_image(models: list[str], profile: Profile, tokens: str = "cls", 
 
 def _contrast(parts: list[tuple[torch.Tensor, float]]) -> Interval:
     """``sum(weight * mean over images of values)`` over ``parts`` of ``(values [N], weight)``, bootstrapped over
-    images with one draw shared by every part (paired)."""
+    images with one draw shared by every part (paired).
+
+    Kept rather than :func:`vitscope.claims.verdict.paired_contrast`: this one builds its weights in float32, so a
+    weight such as 1/5 differs from the shared helper's float64 one and the pooled rows' intervals would move by
+    about 1e-8 (the pages' numbers would not be reproduced to the last digit)."""
     values = torch.stack([v for v, _ in parts])
     res = bootstrap_contrast(values, torch.tensor([w for _, w in parts]), n_resamples=N_RESAMPLES, seed=SEED,
                              confidence=CONFIDENCE)
@@ -197,14 +202,39 @@ def _families(names) -> dict[str, str]:
     return {m: get_cfg(m).family for m in names}
 
 
-def depth_check(correct: dict[str, torch.Tensor]) -> list[ClaimResult]:
+def _checked_seeds(correct: dict, seeds) -> tuple[str, ...]:
+    """``seeds`` when there are at least two (a spread needs two), else ``()``: no seed floor, as without seeds.
+    Every seed must be among ``correct``'s models."""
+    seeds = tuple(seeds)
+    missing = [s for s in seeds if s not in correct]
+    if missing:
+        raise ValueError(f"seeds {missing} are not among the clustered models {list(correct)}; cluster them on the "
+                         "same profile (check_claims adds the profile's baselines)")
+    return seeds if len(seeds) >= 2 else ()
+
+
+def _floor(seed_stats: torch.Tensor | None, parts) -> float | None:
+    """The seed floor of a contrast whose slots weigh ``parts`` (``(values, weight)`` pairs, or weights), from
+    ``seed_stats`` [S] (the contrast's per-model statistic on each seed); ``None`` without seeds."""
+    if seed_stats is None:
+        return None
+    return seed_floor(seed_stats, [p[1] if isinstance(p, tuple) else p for p in parts])
+
+
+def depth_check(correct: dict[str, torch.Tensor], seeds=()) -> list[ClaimResult]:
     """TM 5.2, Fig. 7 left (``TM-5.2a``): CLS purity rises with depth, except in BEiT's last layers.
 
     ``correct``: ``{model: [L, N]}`` per-image purity indicators (:func:`correct_per_image`). Effect per trained
     model: purity at the last block minus at block 1 (expected > 0); for the masked-token-prediction family (BEiT)
     the last block minus the one before (expected < 0). Beyond the baseline: the same difference minus the untrained
     model's. First row pools the models expected to rise.
+
+    ``seeds``: untrained models of ``correct`` (at least two; fewer: no seed floor) whose same difference (last
+    block minus block 1, or minus the one before for BEiT's row) sets the floors
+    (:func:`vitscope.kernels.stats.seed_floor`): one model's effect must clear the largest |difference| a seed shows,
+    its baseline contrast the largest gap between two seeds' differences.
     """
+    seeds = _checked_seeds(correct, seeds)
     family = _families(correct)
     base = untrained_baseline(list(correct))
     trained = [m for m in correct if family[m] != "random"]
@@ -216,21 +246,31 @@ def depth_check(correct: dict[str, torch.Tensor]) -> list[ClaimResult]:
         v = correct[m]
         return [(v[-1], w), (v[-2] if late else v[0], -w)]
 
+    def seed_rise(late=False):
+        """[S] each seed's difference: the per-model statistic of these contrasts (one slot per model)."""
+        if not seeds:
+            return None
+        return torch.stack([sum(v.mean() * w for v, w in rise(s, late=late)) for s in seeds])
+
     out = []
     if rising:
+        model_w = [1 / len(rising)] * len(rising)
         parts = [p for m in rising for p in rise(m, 1 / len(rising))]
         beyond = _contrast(parts + rise(base, -1.0)) if base else None
         out.append(judge(DEPTH_CLAIM, f"mean of {', '.join(rising)}", "CLS purity, last block minus block 1",
-                         _contrast(parts), beyond, 1, base))
+                         _contrast(parts), beyond, 1, base, _floor(seed_rise(), model_w),
+                         _floor(seed_rise(), model_w + [-1.0]) if base else None, seeds))
     for m in trained:
         late = family[m] == DECODER_IN_ENCODER
         measure = f"CLS purity, last block minus {'the one before' if late else 'block 1'}"
         beyond = _contrast(rise(m, late=late) + rise(base, -1.0, late)) if base else None
-        out.append(judge(DEPTH_CLAIM, m, measure, _contrast(rise(m, late=late)), beyond, -1 if late else 1, base))
+        out.append(judge(DEPTH_CLAIM, m, measure, _contrast(rise(m, late=late)), beyond, -1 if late else 1, base,
+                         _floor(seed_rise(late), [1.0]), _floor(seed_rise(late), [1.0, -1.0]) if base else None,
+                         seeds))
     return out
 
 
-def order_check(correct: dict[str, torch.Tensor], noise: torch.Tensor) -> list[ClaimResult]:
+def order_check(correct: dict[str, torch.Tensor], noise: torch.Tensor, seeds=()) -> list[ClaimResult]:
     """TM 5.2, Fig. 7 left (``TM-5.2b``) at the last block: FS has the purest CLS clusters; the reconstruction
     models (MAE, BEiT) are lowest, but above the noise reference.
 
@@ -238,7 +278,13 @@ def order_check(correct: dict[str, torch.Tensor], noise: torch.Tensor) -> list[C
     FS minus the untrained model); the reconstruction models' mean minus the others' (expected < 0; beyond: the
     untrained model in place of the others, i.e. untrained minus the others); each reconstruction model minus
     noise (expected > 0; beyond: that model minus the untrained model).
+
+    ``seeds``: untrained models of ``correct`` (at least two; fewer: no seed floor) whose last-block purity sets the
+    floors (:func:`vitscope.kernels.stats.seed_floor`): for a contrast between models, the largest purity gap
+    between two seeds; for "minus noise" (the noise reference is no model and stays in its slot), the largest
+    |seed minus noise|, the most the same contrast reaches with a seed in the model's place.
     """
+    seeds = _checked_seeds(correct, seeds)
     family = _families(correct)
     base = untrained_baseline(list(correct))
     trained = [m for m in correct if family[m] != "random"]
@@ -249,39 +295,54 @@ def order_check(correct: dict[str, torch.Tensor], noise: torch.Tensor) -> list[C
     last = {m: v[-1] for m, v in correct.items()}
     measure = "last-block CLS purity"
     minus_base = [(last[base], -1.0)] if base else None
+    seed_last = torch.stack([last[s].mean() for s in seeds]) if seeds else None
+
+    def floor(parts):
+        return _floor(seed_last, parts) if parts is not None else None
+
     out = []
     if not sup or not others:
         out.append(cannot_check(ORDER_CLAIM, "FS minus the others", "the profile lacks a supervised model or "
                                                                    "another trained model"))
     else:
         fs = sup[0]
-        beyond = _contrast([(last[fs], 1.0)] + minus_base) if base else None
-        out.append(judge(ORDER_CLAIM, f"{fs} minus the mean of {', '.join(others)}", measure,
-                         _contrast([(last[fs], 1.0)] + [(last[m], -1 / len(others)) for m in others]), beyond, 1, base))
+        beyond_parts = [(last[fs], 1.0)] + minus_base if base else None
+        beyond = _contrast(beyond_parts) if base else None
+        parts = [(last[fs], 1.0)] + [(last[m], -1 / len(others)) for m in others]
+        out.append(judge(ORDER_CLAIM, f"{fs} minus the mean of {', '.join(others)}", measure, _contrast(parts), beyond,
+                         1, base, floor(parts), floor(beyond_parts), seeds))
         out += [judge(ORDER_CLAIM, f"{fs} minus {m}", measure, _contrast([(last[fs], 1.0), (last[m], -1.0)]), beyond,
-                      1, base) for m in others]
+                      1, base, floor([1.0, -1.0]), floor(beyond_parts), seeds) for m in others]
     if not rec or not high:
         out.append(cannot_check(ORDER_CLAIM, "reconstruction minus the others", "the profile lacks a reconstruction "
                                                                                "model or another trained model"))
         return out
     high_parts = [(last[m], -1 / len(high)) for m in high]
-    beyond = _contrast([(last[base], 1.0)] + high_parts) if base else None
+    beyond_parts = [(last[base], 1.0)] + high_parts if base else None
+    beyond = _contrast(beyond_parts) if base else None
+    parts = [(last[m], 1 / len(rec)) for m in rec] + high_parts
     out.append(judge(ORDER_CLAIM, f"mean of {', '.join(rec)} minus mean of {', '.join(high)}", measure,
-                     _contrast([(last[m], 1 / len(rec)) for m in rec] + high_parts), beyond, -1, base))
+                     _contrast(parts), beyond, -1, base, floor(parts), floor(beyond_parts), seeds))
+    # "minus noise": the noise slot is no model, so only the model's slot takes a seed: the statistic is seed - noise.
+    above_noise = None if seed_last is None else seed_last - noise.double().mean()
     for m in rec:
-        beyond = _contrast([(last[m], 1.0)] + minus_base) if base else None
+        beyond_parts = [(last[m], 1.0)] + minus_base if base else None
+        beyond = _contrast(beyond_parts) if base else None
         out.append(judge(ORDER_CLAIM, f"{m} minus noise", measure, _contrast([(last[m], 1.0), (noise, -1.0)]),
-                         beyond, 1, base))
+                         beyond, 1, base, _floor(above_noise, [1.0]), floor(beyond_parts), seeds))
     return out
 
 
 def check_claims(models: list[str] | None, profile: Profile, *, weights=None, device=None, store=None,
                  progress: bool = False) -> list[ClaimResult]:
     """The claims of TM 5.2 (Fig. 7, CLS tokens) on ``models`` (default: the profile's ``purity.models`` or its
-    models), from the cached pooled tokens; see :func:`depth_check` and :func:`order_check`."""
+    models), from the cached pooled tokens; see :func:`depth_check` and :func:`order_check`. The profile's untrained
+    seeds (``baselines``) are clustered too and set the seed floors."""
     models = list(models or profile.section(SECTION).get("models") or profile.models)
-    correct, noise = correct_per_image(models, profile, "cls", weights=weights, device=device, store=store)
-    return depth_check(correct) + order_check(correct, noise)
+    seeds = noise_seeds(profile)
+    correct, noise = correct_per_image(list(dict.fromkeys(models + seeds)), profile, "cls", weights=weights,
+                                       device=device, store=store)
+    return depth_check(correct, seeds) + order_check(correct, noise, seeds)
 
 
 def layer_table(table: pd.DataFrame, metric: str = "purity") -> pd.DataFrame:

@@ -10,7 +10,8 @@ categories, and the same clustering of noise features as the chance reference.
 Levels: ``part`` (PartImageNet's part categories) and ``object``: PartImageNet's objects (the union of an image's
 parts, labelled by super-category) and, where the profile names one, a COCO-format dataset's instances (the
 paper's object-level data). Intervals resample regions (with the clustering fixed); regions of one image are not
-independent, so they are somewhat narrow.
+independent, so they are somewhat narrow. Where the profile names untrained seeds (``baselines``), each verdict must
+also clear their seed floor (:mod:`vitscope.claims.verdict`), from the same statistic on the seeds.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..claims.baseline import untrained_baseline
-from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, cannot_check, judge, paired_contrast
+from ..claims.baseline import noise_seeds, untrained_baseline
+from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, cannot_check, judge_contrast
 from ..data.coco import CocoInstances
 from ..data.manifest import load_fetch_spec
 from ..data.partimagenet import PartImageNet, annotation_path
@@ -245,39 +246,65 @@ def _mean(group):
     return {m: 1 / len(group) for m in group}
 
 
-def _order(claim: str, correct: dict, hi: list, lo: list, what: str, base) -> ClaimResult:
-    """Last-block purity: mean of ``hi`` minus mean of ``lo`` (expected > 0); beyond: ``base`` in place of ``lo``."""
+def _checked_seeds(correct: dict, seeds) -> tuple[str, ...]:
+    """``seeds`` when there are at least two (a spread needs two), else ``()``: no seed floor, as without seeds.
+    Every seed must be among ``correct``'s models."""
+    seeds = tuple(seeds)
+    missing = [s for s in seeds if s not in correct]
+    if missing:
+        raise ValueError(f"seeds {missing} are not among the clustered models {list(correct)}; cluster them on the "
+                         "same profile (check_claims adds the profile's baselines)")
+    return seeds if len(seeds) >= 2 else ()
+
+
+def _seed_stats(values: dict, seeds) -> torch.Tensor | None:
+    """[S] the mean over regions of each seed's per-region ``values``: the statistic whose spread is the seed floor
+    (:func:`vitscope.claims.verdict.judge_contrast`); ``None`` without seeds."""
+    return torch.stack([values[s].mean() for s in seeds]) if seeds else None
+
+
+def _order(claim: str, correct: dict, hi: list, lo: list, what: str, base, seeds=()) -> ClaimResult:
+    """Last-block purity: mean of ``hi`` minus mean of ``lo`` (expected > 0); beyond: ``base`` in place of ``lo``.
+    Seed floors from the ``seeds``' last-block purity: the largest gap between two seeds."""
     if not hi or not lo:
         return cannot_check(claim, what, "the profile lacks a model of one of the two groups")
     last = {m: v[-1] for m, v in correct.items()}
     w = {**_mean(hi), **{m: -x for m, x in _mean(lo).items()}}
-    beyond = paired_contrast(last, {**_mean(hi), base: -1.0}, unit="regions") if base else None
-    return judge(claim, what, "last-block purity", paired_contrast(last, w, unit="regions"), beyond, 1, base)
+    beyond = {**_mean(hi), base: -1.0} if base else None
+    return judge_contrast(claim, what, "last-block purity", last, w, beyond, 1, base, _seed_stats(last, seeds), seeds,
+                          unit="regions")
 
 
-def order_check(correct: dict, level: str, family: dict) -> list[ClaimResult]:
+def order_check(correct: dict, level: str, family: dict, seeds=()) -> list[ClaimResult]:
     """TM-5.3a (objects) / TM-5.3b (parts): the paper's ordering of Fig. 8 at the last block, on one level's
-    ``{model: [L, R]}`` indicators."""
+    ``{model: [L, R]}`` indicators. ``seeds``: untrained models of ``correct`` (at least two; fewer: no seed
+    floor) whose last-block purity sets the seed floors."""
+    seeds = _checked_seeds(correct, seeds)
     base = untrained_baseline(list(correct))
     fam = {m: family[m] for m in correct if family[m] != "random"}
     sup = [m for m, f in fam.items() if f in LABEL_SUPERVISED]
     joint = [m for m, f in fam.items() if f in JOINT_EMBEDDING]
     rec = [m for m, f in fam.items() if f in RECONSTRUCTION]
     if level == "object":
-        return [_order(OBJECT_CLAIM, correct, sup, joint, "label-supervised minus joint-embedding", base),
-                _order(OBJECT_CLAIM, correct, joint, rec, "joint-embedding minus reconstruction", base)]
+        return [_order(OBJECT_CLAIM, correct, sup, joint, "label-supervised minus joint-embedding", base, seeds),
+                _order(OBJECT_CLAIM, correct, joint, rec, "joint-embedding minus reconstruction", base, seeds)]
     fs = [m for m, f in fam.items() if f == "supervised"]
     clip = [m for m, f in fam.items() if f == "image-text"]
     others = [m for m in fam if m not in fs]
-    return [_order(PART_CLAIM, correct, fs, others, "FS minus the other trained models", base),
-            _order(PART_CLAIM, correct, joint, clip, "joint-embedding minus CLIP", base),
+    return [_order(PART_CLAIM, correct, fs, others, "FS minus the other trained models", base, seeds),
+            _order(PART_CLAIM, correct, joint, clip, "joint-embedding minus CLIP", base, seeds),
             _order(PART_CLAIM, correct, [m for m in fam if m not in rec], rec,
-                   "non-reconstruction minus reconstruction", base)]
+                   "non-reconstruction minus reconstruction", base, seeds)]
 
 
-def peak_check(correct: dict, level: str, family: dict) -> list[ClaimResult]:
+def peak_check(correct: dict, level: str, family: dict, seeds=()) -> list[ClaimResult]:
     """TM-5.3c: purity peaks before the last block: the block before the last minus the last (expected > 0), per
-    trained model and pooled; beyond: minus the same difference of the untrained model."""
+    trained model and pooled; beyond: minus the same difference of the untrained model.
+
+    ``seeds``: untrained models of ``correct`` (at least two; fewer: no seed floor) whose same drop sets the floors:
+    an effect must clear the largest |drop| a seed shows, its baseline contrast the largest gap between two seeds'
+    drops (:func:`vitscope.kernels.stats.seed_floor`)."""
+    seeds = _checked_seeds(correct, seeds)
     base = untrained_baseline(list(correct))
     trained = [m for m in correct if family[m] != "random"]
     if not trained:
@@ -289,19 +316,20 @@ def peak_check(correct: dict, level: str, family: dict) -> list[ClaimResult]:
     out = []
     for group, what in [(trained, f"mean of {', '.join(trained)} ({level}s)")] + [([m], f"{m} ({level}s)")
                                                                                  for m in trained]:
-        beyond = paired_contrast(drop, {**_mean(group), base: -1.0}, unit="regions") if base else None
-        out.append(judge(PEAK_CLAIM, what, measure, paired_contrast(drop, _mean(group), unit="regions"), beyond, 1,
-                         base))
+        beyond = {**_mean(group), base: -1.0} if base else None
+        out.append(judge_contrast(PEAK_CLAIM, what, measure, drop, _mean(group), beyond, 1, base,
+                                  _seed_stats(drop, seeds), seeds, unit="regions"))
     return out
 
 
 def check_claims(models, profile: Profile, *, weights=None, device=None, store=None) -> list[ClaimResult]:
     """The claims of TM 5.3 (Fig. 8) on ``models`` (default: the section's ``models`` or the profile's). Object
     claims are judged on the objects dataset when the profile names one (the paper's COCO), else on PartImageNet's
-    objects."""
+    objects. The profile's untrained seeds (``baselines``) are clustered too and set the seed floors."""
     from ..models import get_cfg
 
-    models = list(models or profile.section(SECTION).get("models") or profile.models)
+    seeds = noise_seeds(profile)
+    models = list(dict.fromkeys(list(models or profile.section(SECTION).get("models") or profile.models) + seeds))
     family = {m: get_cfg(m).family for m in models}
     correct = correct_per_region(models, profile, weights=weights, device=device, store=store)
     p = protocol(profile)
@@ -309,16 +337,16 @@ def check_claims(models, profile: Profile, *, weights=None, device=None, store=N
     parts = (p["parts_dataset"], "part")
     out = []
     if objects in correct:
-        out += order_check(correct[objects], "object", family)
+        out += order_check(correct[objects], "object", family, seeds)
     else:
         out.append(cannot_check(OBJECT_CLAIM, "objects", "the profile names no object-level dataset"))
     if parts in correct:
-        out += order_check(correct[parts], "part", family)
+        out += order_check(correct[parts], "part", family, seeds)
     else:
         out.append(cannot_check(PART_CLAIM, "parts", "the profile names no part-level dataset"))
     for key in (objects, parts):
         if key in correct:
-            out += peak_check(correct[key], key[1], family)
+            out += peak_check(correct[key], key[1], family, seeds)
     return out
 
 
