@@ -130,7 +130,7 @@ def _table(markdown: str) -> dict[str, tuple[str, str]]:
     for line in markdown.splitlines():
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split(" | ")]
         if line.startswith("| ") and len(cells) == 3 and not set(cells[0]) <= set("-"):
-            rows[cells[0]] = (cells[1], cells[2])
+            rows[cells[0].replace("\u200b", "")] = (cells[1], cells[2])   # the box lets dotted keys wrap
     return rows
 
 

@@ -76,19 +76,20 @@ PAGES = (
     Page("tm_6_3_table1", "TM", "6.3 Table 1: downstream tasks side by side with the paper", per_model=False),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
     Page("om_2_1_architecture", "OM", "2.1 Objective or architecture? CKA across ViTs and CNNs", per_model=False),
-    Page("om_2_2_probes", "OM", "2.2 Linear, non-linear and multi-layer probes", per_model=False),
+    Page("om_2_2_probes", "OM", "2.2 Linear, non-linear and multi-layer probes", per_model=False, stage=0),
     Page("om_2_2_knn", "OM", "2.2 k-NN per block: CLS and GAP", per_model=False),
     Page("om_2_2_invariance", "OM", "2.2 Invariance to flips and other augmentations", per_model=False),
-    Page("om_2_3_finetuned_cka", "OM", "2.3 CKA before and after fine-tuning", per_model=False),
+    # stage 0: it fine-tunes the models the dynamics page (stage 1) reads, beside the per-model pages
+    Page("om_2_3_finetuned_cka", "OM", "2.3 CKA before and after fine-tuning", per_model=False, stage=0),
     Page("om_2_3_dynamics", "OM", "2.3 Fine-tuning dynamics: path efficiency, marginal information, flips",
          per_model=False),
     Page("om_app_b1_cka_convergence", "OM", "B.1 Minibatch CKA: batch size and number of examples", per_model=False),
-    Page("om_app_c_detection", "OM", "C Frozen and fine-tuned backbones for detection", per_model=False),
+    Page("om_app_c_detection", "OM", "C Frozen and fine-tuned backbones for detection", per_model=False, stage=0),
     Page("om_app_f_agreement", "OM", "F Do models agree on their predictions?", per_model=False),
     # the ledger collects the verdicts the section pages displayed: it runs after them and depends on their outputs
     Page("about_claims", "About", "Claims ledger", per_model=False, stage=2, depends_on="none",
          inputs=("book/generated/tm_*.ipynb", "book/generated/tm_*/*.ipynb", "book/generated/om_*.ipynb")),
-    Page("about_zoo", "About", "The mini-zoo", per_model=False, depends_on="zoo"),
+    Page("about_zoo", "About", "The mini-zoo", per_model=False, stage=0, depends_on="zoo"),
     Page("about_models", "About", "The models", per_model=False, depends_on="none"),
     Page("about_environment", "About", "Environment", per_model=False, depends_on="none",
          inputs=("requirements.lock", "pyproject.toml", "@installed-packages")),
@@ -135,7 +136,9 @@ def plan(profile: Profile, pages=PAGES) -> list[Job]:
         else:
             jobs.append(Job(page.notebook, GENERATED / f"{page.notebook}.ipynb", {"profile": profile.name},
                             page.title, _page_models(page, profile), page.stage, page.inputs))
-    return sorted(jobs, key=lambda j: j.stage)
+    # Within a stage the cross-model pages start first: they are the long ones (fine-tuning, detection, the zoo's
+    # recheck), and started last they would leave one worker idle at the stage's end.
+    return sorted(jobs, key=lambda j: (j.stage, "model" in j.params))
 
 
 def _flatten(pages) -> list[Page]:

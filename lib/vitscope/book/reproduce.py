@@ -290,7 +290,8 @@ def reproduce_markdown(notebook: str, params: dict, profile_name: str) -> str:
         mine, theirs = _cell(mine), _cell(theirs)
         if mine != theirs:
             mine, theirs = f"**{mine}**", f"**{theirs}**"
-        lines.append(f"| {_cell(setting)} | {mine} | {theirs} |")
+        # a zero-width space after each dot lets a long key (region_purity.objects_dataset) wrap in a narrow column
+        lines.append(f"| {_cell(setting).replace('.', '.' + chr(0x200B))} | {mine} | {theirs} |")
     lines += ["", "::::", ""]
     return "\n".join(lines)
 

@@ -88,10 +88,10 @@ PAPER = Recipe(name="vitdet-b-100ep", epochs=100, batch_size=VITDET_BATCH, lr=VI
 #: layer decay and drop path, with light heads (64 channels, 2 conv + fc 256 box head, 2 conv mask head) and light
 #: RPN/RoI sampling, so that one (model, mode) trains in about two minutes on one CPU thread. The twin's objects
 #: span half to nine tenths of the image, so the anchors run from 1/16 of the image to all of it. The learning rate
-#: is ten times ViTDet's: the heads start from scratch. Two epochs of the first 240 scenes (60 steps) keep the page
-#: within the book's cold-build budget (six runs); three epochs of 400 cost about 2.5x as much and still gave AP of a
-#: few points, so the demo's AP is a smoke test of the pipeline, and the page says so.
-DEMO = Recipe(name="demo", epochs=2, train_images=240, batch_size=8, lr=1e-3, weight_decay=VITDET_WEIGHT_DECAY,
+#: is ten times ViTDet's: the heads start from scratch. One epoch of the first 240 scenes (30 steps) keeps the page
+#: within the book's cold-build budget (six runs: 50 s each at two epochs, 300 s for the page); three epochs of 400
+#: cost 5x as much and still gave AP of a few points, so the demo's AP is a smoke test of the pipeline.
+DEMO = Recipe(name="demo", epochs=1, train_images=240, batch_size=8, lr=1e-3, weight_decay=VITDET_WEIGHT_DECAY,
               layer_decay=VITDET_LAYER_DECAY, drop_path=VITDET_DROP_PATH, warmup_iters=20, lr_steps=VITDET_LR_STEPS,
               image_size=64, lsj=None, hflip=0.5, channels=64, box_convs=2, box_fc=256, mask_convs=2,
               anchor_fractions=(1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0), rpn_pre_nms=(200, 100), rpn_post_nms=(100, 50),
