@@ -12,6 +12,7 @@ import pytest
 import timm
 import torch
 
+from vitscope import locks
 from vitscope.data import ImageFolderSubset, eval_transform
 from vitscope.extract import AttentionDistance, FeatureStore, extract
 from vitscope.extract import store as store_mod
@@ -86,7 +87,7 @@ class _NoFlock:
                                   "written whole")
 @pytest.mark.parametrize("fcntl", [None, _NoFlock], ids=["no-fcntl", "flock-refused"])
 def test_without_flock_memo_still_computes(tmp_path, monkeypatch, fcntl):
-    monkeypatch.setattr(store_mod, "fcntl", fcntl)
+    monkeypatch.setattr(locks, "fcntl", fcntl)   # the lock lives in vitscope.locks
     store = FeatureStore(tmp_path)
     if fcntl is None:
         got = store.memo("m", "kmeans", KEY, lambda: {"y": VALUE})

@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..locks import one_writer_at_a_time
+
 SHAPES = ("circle", "square", "triangle", "pentagon", "hexagon", "star", "cross", "ring", "crescent", "diamond")
 PATTERNS = ("plain", "stripes", "dots", "eye", "cap")
 #: Bump when the generator's output changes: it is part of every cache key built on synthetic data.
@@ -189,6 +191,7 @@ def scene_rng(seed: int, label: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, label, index])
 
 
+@one_writer_at_a_time
 def write_imagefolder_twin(root, wnids: list[str], per_class: int, *, split: str = "train", size: int = 96,
                            seed: int = 0, progress: bool = True) -> Path:
     """Write a synthetic twin of an ImageNet-style subset.

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -36,18 +35,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..locks import LOCK_TIMEOUT_S, file_lock  # noqa: F401  (file_lock: part of this module's API)
 from ..paths import cache_root
-
-try:
-    import fcntl
-except ImportError:          # Windows: no flock; concurrent computations then each compute, renames stay atomic
-    fcntl = None
 
 #: Environment variable: when set, every entry read is appended to this file (the book's dependency tracking).
 READ_LOG_ENV = "VITSCOPE_READ_LOG"
-#: Seconds a process waits for another one computing the same entry before it gives up: long enough for the paper
-#: profile's longest extraction on a CPU. Per store: ``FeatureStore(root, lock_timeout=...)``.
-LOCK_TIMEOUT_S = 6 * 3600.0
 
 
 def key_hash(key: dict) -> str:
@@ -81,48 +73,6 @@ def _sha256(path: Path) -> str:
 
 def _normalised(key: dict) -> dict:
     return json.loads(json.dumps(key, sort_keys=True, default=str))
-
-
-@contextmanager
-def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_S):
-    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if absent) for the ``with`` block; yields whether
-    the lock is held (``False`` where flock is unavailable: the caller then proceeds unlocked).
-
-    Waits up to ``timeout`` seconds for another holder, then raises ``TimeoutError`` naming the lock file.
-    """
-    if fcntl is None:
-        yield False
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline, pause = time.monotonic() + timeout, 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"Waited {timeout:g} s for the lock file {path}: another process is computing this cache "
-                        "entry (or hangs while holding it). Wait for it to finish, stop it, or pass a longer "
-                        "lock_timeout to FeatureStore. A lock held by a process that died is released by the "
-                        "system, so the file itself never needs deleting.") from None
-                time.sleep(pause)
-                pause = min(2 * pause, 0.5)
-            except OSError as err:    # ENOLCK / EOPNOTSUPP: a filesystem without flock (some network mounts)
-                warnings.warn(f"Cannot lock {path} ({err}): computing without a lock; concurrent processes may "
-                              "compute the same entry (the atomic writes keep it whole).", stacklevel=3)
-                held = False
-                break
-        try:
-            yield held
-        finally:
-            if held:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def _flatten(obj, tensors: dict[str, torch.Tensor]):

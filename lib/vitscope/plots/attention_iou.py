@@ -91,7 +91,8 @@ def attribution_bars(attributions, layer_rows=None):
         v = attributions[attributions.method == method].iou.to_numpy()
         q1, q3 = np.percentile(v, [25, 75])
         ax.bar(i, v.mean(), color=f"C{i}", width=0.6)
-        ax.errorbar(i, v.mean(), yerr=[[v.mean() - q1], [q3 - v.mean()]], color="k", capsize=4)
+        # the interquartile range as a bar from q1 to q3 (the mean of a skewed sample can lie outside it)
+        ax.errorbar(i, (q1 + q3) / 2, yerr=(q3 - q1) / 2, fmt="none", color="k", capsize=4)
     if layer_rows is not None and not layer_rows.empty:
         for maps, ls in (("cls", "--"), ("spatial", ":")):
             rows = layer_rows[layer_rows.tokens == maps]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ...locks import one_writer_at_a_time
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
 
 #: Bump when the twin's files change for the same arguments (the generator's own version is stamped too).
@@ -35,6 +36,7 @@ def mask_bbox(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
+@one_writer_at_a_time
 def write_coco_twin(root, n_images: int, size: int = 96, seed: int = 0, *, split: str = "val2017") -> Path:
     """Write ``n_images`` scenes as ``<root>/<split>/<id:012d>.jpg`` and ``<root>/annotations/instances_<split>.json``.
 

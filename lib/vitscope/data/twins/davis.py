@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ...locks import one_writer_at_a_time
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
 
 #: Bump when the twin's files change for the same arguments (the generator's own version is stamped too).
@@ -62,6 +63,7 @@ def _frame(spec, start, end, turn, t: float, size: int, background_rng):
     return render_scene(moved, size, background_rng)
 
 
+@one_writer_at_a_time
 def write_davis_twin(root, n_videos: int = 4, n_frames: int = 8, size: int = 96, seed: int = 0, *,
                      split: str = "val") -> Path:
     """Write ``n_videos`` videos of ``n_frames`` frames (``size`` px square) under ``<root>/DAVIS/`` in DAVIS's

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ...locks import one_writer_at_a_time
 from ..manifest import load_manifest
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
 from .coco import encode_rle, mask_bbox
@@ -37,6 +38,7 @@ def part_categories() -> list[dict]:
     return out
 
 
+@one_writer_at_a_time
 def write_partimagenet_twin(root, per_class: int, size: int = 96, seed: int = 0) -> Path:
     """Write ``per_class`` scenes of each of the 50 classes as ``<root>/images/<split>/<wnid>/<wnid>_<i>.JPEG``
     and ``<root>/annotations/<split>.json`` for ``train``, ``val`` and ``test``.

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ...locks import one_writer_at_a_time
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
 
 #: Bump when the twin's output changes (with the generator's own version it is part of every cache key).
@@ -73,6 +74,7 @@ def _draw(label: int, identity: dict | None, kind: str, size: int, rng: np.rando
     return image, mask
 
 
+@one_writer_at_a_time
 def write_revisitop_twin(root, name: str, *, landmarks: int = 10, easy: int = 8, hard: int = 6, junk: int = 3,
                          distractors: int = 30, queries_per_landmark: int = 2, size: int = 96, seed: int = 0) -> Path:
     """Write the twin ``<root>/<name>/`` (ground truth and images) and return that folder.

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ...locks import one_writer_at_a_time
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, SceneSpec, render_scene, sample_scene, scene_rng
 
 #: Bump when this writer's output changes (it is part of the twin's stamp, so a stale twin is rewritten).
@@ -89,6 +90,7 @@ def _render(label: int, seed: int, index: int, sides: tuple[int, int], uv: np.nd
     return image, kps, box
 
 
+@one_writer_at_a_time
 def write_spair_twin(root, *, categories=CATEGORIES, images_per_category: int = 8, pairs_per_category: int = 10,
                      sides: tuple[int, int] = (64, 96), seed: int = 71, split: str = "test") -> Path:
     """Write the twin under ``<root>/SPair-71k/`` (JPEGImages, ImageAnnotation, PairAnnotation/<split>,
