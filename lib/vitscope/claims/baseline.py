@@ -37,3 +37,14 @@ def noise_seeds(profile) -> list[str]:
         raise ValueError(f"Profile {profile.name!r}: {SEEDS_KEY} names one seed ({names[0]}); a seed spread needs "
                          "at least two (three for CKA, which compares pairs of seeds)")
     return names
+
+
+def usable_seeds(measured, seeds) -> tuple[str, ...]:
+    """``seeds`` when there are at least two (a spread needs two), else ``()``: no seed floor, as without seeds.
+    Every seed must be among the ``measured`` models (a mapping or a list of names)."""
+    seeds = tuple(seeds)
+    missing = [s for s in seeds if s not in measured]
+    if missing:
+        raise ValueError(f"seeds {missing} are not among the measured models {list(measured)}; measure them on the "
+                         "same profile (check_claims adds the profile's baselines)")
+    return seeds if len(seeds) >= 2 else ()

@@ -20,7 +20,7 @@ import json
 import pandas as pd
 import torch
 
-from ..claims.baseline import noise_seeds, untrained_baseline
+from ..claims.baseline import noise_seeds, untrained_baseline, usable_seeds
 from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
 from ..data import transform_key
 from ..devices import resolve_device
@@ -202,17 +202,6 @@ def _families(names) -> dict[str, str]:
     return {m: get_cfg(m).family for m in names}
 
 
-def _checked_seeds(correct: dict, seeds) -> tuple[str, ...]:
-    """``seeds`` when there are at least two (a spread needs two), else ``()``: no seed floor, as without seeds.
-    Every seed must be among ``correct``'s models."""
-    seeds = tuple(seeds)
-    missing = [s for s in seeds if s not in correct]
-    if missing:
-        raise ValueError(f"seeds {missing} are not among the clustered models {list(correct)}; cluster them on the "
-                         "same profile (check_claims adds the profile's baselines)")
-    return seeds if len(seeds) >= 2 else ()
-
-
 def _floor(seed_stats: torch.Tensor | None, parts) -> float | None:
     """The seed floor of a contrast whose slots weigh ``parts`` (``(values, weight)`` pairs, or weights), from
     ``seed_stats`` [S] (the contrast's per-model statistic on each seed); ``None`` without seeds."""
@@ -234,7 +223,7 @@ def depth_check(correct: dict[str, torch.Tensor], seeds=()) -> list[ClaimResult]
     (:func:`vitscope.kernels.stats.seed_floor`): one model's effect must clear the largest |difference| a seed shows,
     its baseline contrast the largest gap between two seeds' differences.
     """
-    seeds = _checked_seeds(correct, seeds)
+    seeds = usable_seeds(correct, seeds)
     family = _families(correct)
     base = untrained_baseline(list(correct))
     trained = [m for m in correct if family[m] != "random"]
@@ -284,7 +273,7 @@ def order_check(correct: dict[str, torch.Tensor], noise: torch.Tensor, seeds=())
     between two seeds; for "minus noise" (the noise reference is no model and stays in its slot), the largest
     |seed minus noise|, the most the same contrast reaches with a seed in the model's place.
     """
-    seeds = _checked_seeds(correct, seeds)
+    seeds = usable_seeds(correct, seeds)
     family = _families(correct)
     base = untrained_baseline(list(correct))
     trained = [m for m in correct if family[m] != "random"]

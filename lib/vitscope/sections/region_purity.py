@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..claims.baseline import noise_seeds, untrained_baseline
+from ..claims.baseline import noise_seeds, untrained_baseline, usable_seeds
 from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, cannot_check, judge_contrast
 from ..data.coco import CocoInstances
 from ..data.manifest import load_fetch_spec
@@ -246,17 +246,6 @@ def _mean(group):
     return {m: 1 / len(group) for m in group}
 
 
-def _checked_seeds(correct: dict, seeds) -> tuple[str, ...]:
-    """``seeds`` when there are at least two (a spread needs two), else ``()``: no seed floor, as without seeds.
-    Every seed must be among ``correct``'s models."""
-    seeds = tuple(seeds)
-    missing = [s for s in seeds if s not in correct]
-    if missing:
-        raise ValueError(f"seeds {missing} are not among the clustered models {list(correct)}; cluster them on the "
-                         "same profile (check_claims adds the profile's baselines)")
-    return seeds if len(seeds) >= 2 else ()
-
-
 def _seed_stats(values: dict, seeds) -> torch.Tensor | None:
     """[S] the mean over regions of each seed's per-region ``values``: the statistic whose spread is the seed floor
     (:func:`vitscope.claims.verdict.judge_contrast`); ``None`` without seeds."""
@@ -279,7 +268,7 @@ def order_check(correct: dict, level: str, family: dict, seeds=()) -> list[Claim
     """TM-5.3a (objects) / TM-5.3b (parts): the paper's ordering of Fig. 8 at the last block, on one level's
     ``{model: [L, R]}`` indicators. ``seeds``: untrained models of ``correct`` (at least two; fewer: no seed
     floor) whose last-block purity sets the seed floors."""
-    seeds = _checked_seeds(correct, seeds)
+    seeds = usable_seeds(correct, seeds)
     base = untrained_baseline(list(correct))
     fam = {m: family[m] for m in correct if family[m] != "random"}
     sup = [m for m, f in fam.items() if f in LABEL_SUPERVISED]
@@ -304,7 +293,7 @@ def peak_check(correct: dict, level: str, family: dict, seeds=()) -> list[ClaimR
     ``seeds``: untrained models of ``correct`` (at least two; fewer: no seed floor) whose same drop sets the floors:
     an effect must clear the largest |drop| a seed shows, its baseline contrast the largest gap between two seeds'
     drops (:func:`vitscope.kernels.stats.seed_floor`)."""
-    seeds = _checked_seeds(correct, seeds)
+    seeds = usable_seeds(correct, seeds)
     base = untrained_baseline(list(correct))
     trained = [m for m in correct if family[m] != "random"]
     if not trained:
