@@ -104,3 +104,20 @@ def test_a_card_under_the_margin_is_flagged_on_every_page(shipped, tmp_path, mon
     monkeypatch.setattr(cards, "weights_dir", lambda: tmp_path)
     notice = page_notice(demo, ["zoo-dino", "zoo-mae"]).data
     assert notice.startswith("```{warning}") and "Not learned yet: `zoo-dino`." in notice and "`zoo-mae`." not in notice
+
+
+@pytest.mark.parametrize("name", ["zoo-cnn-supervised", "zoo-cnn-mocov3"])
+def test_shipped_zoo_cnn_loads_and_its_card_shows_learning(name):
+    """The zoo CNNs (OM Fig. 11 on the demo) ship as they finish training; a shipped one loads strictly through the
+    registry and its card beats its own random init by the zoo's margin."""
+    import json
+
+    from vitscope.models import load_model
+    path = weights_dir() / f"{name}.safetensors"
+    if not path.is_file():
+        pytest.skip(f"{name} is not trained yet (python -m vitscope.zoo.cnn --model {name.removeprefix('zoo-cnn-')})")
+    card = json.loads(path.with_suffix(".json").read_text())
+    model = load_model(name)
+    assert sum(p.numel() for p in model.parameters()) > 0 and card["name"] == name
+    r = card["eval"]["readout"]
+    assert card["eval"]["trained"][r]["knn_top1"] - card["eval"]["random_init"][r]["knn_top1"] >= cards.LEARNED_MARGIN
