@@ -75,7 +75,9 @@ PAGES = (
                         stage=0),)),
     Page("tm_6_3_table1", "TM", "6.3 Table 1: downstream tasks side by side with the paper", per_model=False),
     Page("om_2_1_cka", "OM", "2.1 Layer-wise CKA between models", per_model=False),
-    Page("om_2_1_architecture", "OM", "2.1 Objective or architecture? CKA across ViTs and CNNs", per_model=False),
+    # its CNNs are named by its profile section, not by `models`: their weights are inputs of their own
+    Page("om_2_1_architecture", "OM", "2.1 Objective or architecture? CKA across ViTs and CNNs", per_model=False,
+         inputs=("lib/vitscope/zoo/weights/zoo-cnn-*.safetensors",)),
     Page("om_2_2_probes", "OM", "2.2 Linear, non-linear and multi-layer probes", per_model=False, stage=0),
     Page("om_2_2_knn", "OM", "2.2 k-NN per block: CLS and GAP", per_model=False),
     Page("om_2_2_invariance", "OM", "2.2 Invariance to flips and other augmentations", per_model=False),
