@@ -34,6 +34,11 @@ def test_render_set_is_cached_and_deterministic(tmp_path):
     assert len(list((tmp_path / "data").glob("*.safetensors"))) == 1
     b = render_set(2, 7, num_classes=3, cache_dir=tmp_path / "other", progress=False)   # re-rendered
     assert torch.equal(a.images, b.images) and torch.equal(a.attrs, b.attrs)
+    # rendered by two worker processes: the same pixels, attributes and masks in the same order
+    c = render_set(2, 7, num_classes=3, cache_dir=tmp_path / "parallel", progress=False, workers=2)
+    assert all(torch.equal(getattr(a, f), getattr(c, f)) for f in ("images", "attrs", "masks", "labels"))
+    with pytest.raises(ValueError, match="workers"):
+        render_set(2, 8, num_classes=3, cache_dir=tmp_path / "none", progress=False, workers=0)
 
 
 def test_augmentations_are_generator_driven(scenes):
@@ -123,6 +128,21 @@ def test_schedules_and_batches():
     assert torch.equal(batch_indices(3, 8, 20, seed=0), batch_indices(3, 8, 20, seed=0))
 
 
+def test_ema_update_is_the_convex_combination():
+    from vitscope.zoo.objectives.common import ema_update
+    torch.manual_seed(0)
+    src, tgt = torch.nn.BatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    for p in (*src.parameters(), *tgt.parameters()):
+        p.data.normal_()
+    src.running_mean.fill_(3.0)
+    expect = {k: 0.9 * t.detach().double() + 0.1 * s.detach().double()
+              for (k, t), s in zip(tgt.named_parameters(), src.parameters())}
+    ema_update(tgt, src, 0.9)
+    for k, p in tgt.named_parameters():
+        torch.testing.assert_close(p.double(), expect[k], rtol=0, atol=1e-6)
+    assert torch.equal(tgt.running_mean, src.running_mean)     # buffers are copied, not averaged
+
+
 # ---------- backbone and objectives ----------
 
 def test_encode_matches_timm_forward_features():
@@ -186,6 +206,13 @@ def test_quick_cli_writes_strict_loadable_weights_and_card(tmp_path):
     # the card's k-NN number is reproducible from the shipped file
     assert knn_accuracy_for_weights(out / "zoo-supervised.safetensors", cache_dir=cache) == \
         card["eval"]["trained"]["cls"]["knn_top1"]
+    # budget overrides are part of the recorded recipe; an unknown one is refused by name
+    tuned = train_model("supervised", out_dir=tmp_path / "tuned", cache_dir=cache, quick=True, progress=False,
+                        overrides={"lr": 1e-4})
+    assert tuned["optimizer"]["lr"] == 1e-4
+    with pytest.raises(ValueError, match="lrate"):
+        train_model("supervised", out_dir=tmp_path / "x", cache_dir=cache, quick=True, progress=False,
+                    overrides={"lrate": 1e-4})
     # an existing card means "done": a second call skips training
     again = train_model("supervised", out_dir=out, cache_dir=cache, quick=True, progress=False)
     assert again == card

@@ -39,24 +39,34 @@ SEEDS = {"supervised": 11, "clip": 12, "dino": 13, "mocov3": 14, "mae": 15, "bei
 TRAIN_PER_CLASS = 200                 # 50 classes x 200 = 10,000 training scenes
 LOSS_EVERY = 10                       # the card's loss curve: mean loss of each window of 10 steps
 CKPT_MINUTES = 3.0
-#: Per-objective budgets. ``--all`` on the idle 2-core AMD EPYC (bf16 autocast, 2 threads, k-NN monitor included):
-#: about 88 min, estimated from measured per-step costs -- the idle 2-thread cards of the first v2 run (dino 18.2 min
-#: for 900 steps, mocov3 15.6 / 1200, mae 18.6 / 3000, beit 15.3 / 1500, clip 6.3 / 600, supervised 5.9 / 600)
-#: scaled to today's steps (beit 24.5, clip 4.2, supervised 3.9; the DINO recipe of today costs the same per step,
-#: ratio 0.99 measured), plus 3 min of rendering and evaluation measured end to end then. The self-supervised
-#: objectives get most of it: supervised and CLIP learn in a few hundred steps, BEiT needed 2400 to clear the bar.
+#: Per-objective budgets of the second zoo (issue 10): each model may train for up to about 2.5 h on the 2-core
+#: machine (per-step costs measured there, idle, 2 threads, bf16 autocast, monitor included: supervised 0.59 s,
+#: clip 0.63, dino 1.21, mocov3 0.78, mae 0.37, beit 0.61 s). The first zoo trained for 400 / 400 / 900 / 1200 /
+#: 3000 / 2400 steps (this order) and stopped while supervised, CLIP and MAE were still improving. Steps are set from
+#: a 130 s probe on an H100 (nine runs sharing it, 10,000-step schedules, monitor k-NN): supervised passed its 40 %
+#: goal at step 1500 (0.75 at 4800), CLIP its 30 % at about 2900, MAE its 12 % at about 2900 (gap readout), MoCo-v3
+#: rose from 0.04 to 0.14 between steps 1100 and 2600, BEiT from 0.04 to 0.07 by 2700, DINO stayed at 0.05-0.07 to
+#: step 1500 (and so did DINO at lr 3e-4; MoCo-v3 at lr 4e-4 and BEiT at lr 1e-3 were no better than these).
+#: About 8 h for ``--all`` on 2 cores; at most 35 min on one H100 (from the probe's shared per-step rates).
 #: Learning rates are low for ViTs trained from scratch (supervised at 1e-3 never left chance loss). Set
 #: OMP_WAIT_POLICY=PASSIVE before torch loads: spinning OpenMP threads make sharing the cores far worse (x5 measured).
 BUDGETS = {
-    "supervised": dict(steps=400, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
-    "clip": dict(steps=400, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.98)),
-    "dino": dict(steps=900, batch_size=64, lr=1e-4, weight_decay=0.04, betas=(0.9, 0.999)),
-    "mocov3": dict(steps=1200, batch_size=64, lr=1.5e-4, weight_decay=0.1, betas=(0.9, 0.999)),
-    "mae": dict(steps=3000, batch_size=128, lr=5e-4, weight_decay=0.05, betas=(0.9, 0.95)),
-    "beit": dict(steps=2400, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
+    "supervised": dict(steps=3000, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
+    "clip": dict(steps=6000, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.98)),
+    "dino": dict(steps=5000, batch_size=64, lr=1e-4, weight_decay=0.04, betas=(0.9, 0.999)),
+    "mocov3": dict(steps=8000, batch_size=64, lr=1.5e-4, weight_decay=0.1, betas=(0.9, 0.999)),
+    "mae": dict(steps=10000, batch_size=128, lr=5e-4, weight_decay=0.05, betas=(0.9, 0.95)),
+    "beit": dict(steps=10000, batch_size=128, lr=3e-4, weight_decay=0.05, betas=(0.9, 0.999)),
 }
-#: The second zoo (issue 10, in training) uses 1000 / 1000 / 1300 / 2600 / 5000 / 2600 steps (same order) from the
-#: seeds in SEEDS; these budgets stay those of the shipped first zoo until its weights and cards replace them.
+#: The first zoo's budgets (all from seed 0), for the shipped cards that are still first-zoo models: the second zoo
+#: replaces them one model at a time as its CPU runs finish (``tests/test_zoo_shipped.py`` accepts a card that matches
+#: either the budget above with its own seed, or this one with seed 0).
+FIRST_ZOO_BUDGETS = {
+    "supervised": dict(steps=400, batch_size=128), "clip": dict(steps=400, batch_size=128),
+    "dino": dict(steps=900, batch_size=64), "mocov3": dict(steps=1200, batch_size=64),
+    "mae": dict(steps=3000, batch_size=128), "beit": dict(steps=2400, batch_size=128),
+}
+FIRST_ZOO_SEED = 0
 #: ``--all`` trains the self-supervised objectives first: they are the ones most likely to need a second look.
 TRAIN_ORDER = ("dino", "mocov3", "mae", "beit", "clip", "supervised")
 #: ``autocast``: the loss runs under bfloat16 autocast (1.6x faster per step on this machine's AVX512-BF16 CPU,
@@ -128,13 +138,17 @@ def _config(name: str, budget: dict, data_meta: dict, seed: int, quick: bool, ob
 def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu", steps: int | None = None,
                 quick: bool = False, force: bool = False, seed: int | None = None, progress: bool = True,
                 ckpt_minutes: float = CKPT_MINUTES, stop_after: int | None = None, backbone: Backbone = VIT_BACKBONE,
-                objectives=None, seeds=None, budgets=None) -> dict | None:
+                objectives=None, seeds=None, budgets=None, overrides: dict | None = None,
+                render_workers: int = 1) -> dict | None:
     """Train (or resume) zoo model ``name`` and write its weights and card; returns the card.
 
     ``stop_after=S`` saves a checkpoint after step S and returns None (an interrupted run, for resume tests).
     A model whose card exists is skipped (its card returned) unless ``force``; ``force`` also discards checkpoints.
     ``backbone``, ``objectives``, ``seeds``, ``budgets``: another backbone family and its tables (default: the zoo
     ViT with :data:`OBJECTIVES`, :data:`SEEDS`, :data:`BUDGETS`; :mod:`vitscope.zoo.cnn` passes its CNN's).
+    ``overrides``: budget entries to replace (``lr``, ``batch_size``, ...), for recipe experiments; they are part
+    of the run's configuration, so the card records them and a checkpoint of another configuration is not resumed.
+    ``render_workers``: processes rendering the training scenes (the first run only; they are cached).
     """
     objectives, seeds, budgets = objectives or OBJECTIVES, seeds or SEEDS, budgets or BUDGETS
     name = name.removeprefix("zoo-")
@@ -158,7 +172,11 @@ def train_model(name: str, *, out_dir=None, cache_dir=None, device: str = "cpu",
         per_class = QUICK["train_per_class"]
     if steps is not None:
         budget["steps"] = int(steps)
-    train = render_set(per_class, TRAIN_SEED, cache_dir=cache_dir, progress=progress)
+    unknown = set(overrides or {}) - set(budget)
+    if unknown:
+        raise ValueError(f"unknown budget override(s) {sorted(unknown)}; choose from {sorted(budget)}")
+    budget.update(overrides or {})
+    train = render_set(per_class, TRAIN_SEED, cache_dir=cache_dir, progress=progress, workers=render_workers)
     config = _config(name, budget, train.meta, seed, quick, objectives)
 
     torch.manual_seed(seed)   # the backbone init depends on the seed only (random-init baseline = this init)
@@ -287,6 +305,9 @@ def main(argv=None) -> int:
     which.add_argument("--model", choices=sorted(MODEL_NAMES + [n.removeprefix("zoo-") for n in MODEL_NAMES]))
     which.add_argument("--all", action="store_true", help="train every zoo model in turn")
     p.add_argument("--steps", type=int, help="override the per-objective step budget")
+    p.add_argument("--lr", type=float, help="override the peak learning rate (recorded in the card)")
+    p.add_argument("--batch-size", type=int, help="override the batch size (recorded in the card)")
+    p.add_argument("--render-workers", type=int, default=1, help="processes rendering the training scenes")
     p.add_argument("--out", help="weights/card directory (default: the package's zoo/weights; --quick: cache)")
     p.add_argument("--cache", help="data / checkpoint cache (default: cache/zoo)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
@@ -300,9 +321,11 @@ def main(argv=None) -> int:
     if out is None and args.quick:   # never overwrite the shipped weights with a smoke run
         out = (Path(args.cache) if args.cache else default_cache_dir() / "quick") / "weights"
     names = list(TRAIN_ORDER) if args.all else [args.model.removeprefix("zoo-")]
+    overrides = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
     for name in names:
         train_model(name, out_dir=out, cache_dir=args.cache, device=args.device, steps=args.steps, quick=args.quick,
-                    force=args.force, progress=not args.no_progress)
+                    force=args.force, progress=not args.no_progress, overrides=overrides,
+                    render_workers=args.render_workers)
     return 0
 
 

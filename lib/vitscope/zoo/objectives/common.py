@@ -116,8 +116,10 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 @torch.no_grad()
 def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
     """target <- momentum * target + (1 - momentum) * source, parameter by parameter (buffers copied)."""
-    for t, s in zip(target.parameters(), source.parameters()):
-        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+    # One fused call per list instead of two kernels per tensor: the same arithmetic, a fraction of the launches.
+    targets, sources = list(target.parameters()), [s.detach() for s in source.parameters()]
+    torch._foreach_mul_(targets, momentum)
+    torch._foreach_add_(targets, sources, alpha=1 - momentum)
     for t, s in zip(target.buffers(), source.buffers()):
         t.copy_(s)
 
