@@ -72,3 +72,20 @@ def test_claims_cannot_be_checked_without_a_reconstruction_model():
     res = _results(*[{m: 0.5 for m in FAMILIES}] * 3)
     res["correct"].pop("zoo-mae")
     assert {r.verdict for r in probes.judge_results(res, FAMILIES)} == {CANNOT_CHECK}
+
+
+def test_the_paper_profile_keeps_lars_where_it_can_train():
+    """The paper profile keeps OM Table 4's LARS grid; its probe data must be large enough that the grid's largest
+    cell can move a probe well past its initial weights (reach > 1), which ImageNet-50's 100 files per class are
+    not (0.8). The numbers are quoted in profiles/paper.yml."""
+    from vitscope.kernels import probes as probes_k
+    from vitscope.profiles import load_profile
+
+    paper = load_profile("paper")
+    spec = probes.protocol(paper)
+    assert spec["optimizer"] == "lars" and spec["batch_size"] == probes_k.TABLE4_BATCH_SIZE
+    data = paper.dataset_spec(spec["dataset"])
+    n_train = round(data["per_class"] * 50 * (1 - spec["test_fraction"]))
+    top = probes_k.ProbeConfig(max(spec["lrs"]), 0.0, min(spec["epochs"]), min(spec["warmup_epochs"]))
+    assert probes_k.lars_reach(top, n_train, spec["batch_size"]) > 5
+    assert probes_k.lars_reach(top, round(100 * 50 * (1 - spec["test_fraction"])), spec["batch_size"]) < 1

@@ -125,3 +125,20 @@ def test_shipped_zoo_cnn_loads_and_its_card_shows_learning(name):
     assert sum(p.numel() for p in model.parameters()) > 0 and card["name"] == name
     r = card["eval"]["readout"]
     assert card["eval"]["trained"][r]["knn_top1"] - card["eval"]["random_init"][r]["knn_top1"] >= cards.LEARNED_MARGIN
+    assert cards.trivial_loss(card) > card["final_loss"]      # the zoo page draws its objective's trivial level
+
+
+def test_shipped_zoo_cnn_weights_reproduce_their_card_knn():
+    """What the zoo page reports for the CNNs comes from their cards: recompute each card's k-NN from the shipped
+    fp16 file with the card's own protocol and readout."""
+    import json
+
+    from vitscope.zoo.cnn import CNN_BACKBONE, CNN_MODEL_NAMES
+    from vitscope.zoo.evaluate import evaluate_backbone
+    for name in CNN_MODEL_NAMES:
+        path = weights_dir() / f"{name}.safetensors"
+        card = json.loads(path.with_suffix(".json").read_text())
+        r = card["eval"]["readout"]
+        now = evaluate_backbone(CNN_BACKBONE.load(path, "cpu"), card["eval"]["protocol"], knn_only=True,
+                                readouts=(r,))[r]["knn_top1"]
+        assert abs(now - card["eval"]["trained"][r]["knn_top1"]) <= 2e-3, name

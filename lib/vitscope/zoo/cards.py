@@ -49,6 +49,8 @@ TRIVIAL_LOSS = {
     "beit": lambda c: (math.log(c["objective_hparams"]["n_codes"]),
                        f"ln V with V = {c['objective_hparams']['n_codes']} codes (uniform guess)"),
 }
+# The zoo CNNs (``vitscope.zoo.cnn``) train the same losses as their ViT namesakes.
+TRIVIAL_LOSS.update({f"cnn-{name}": TRIVIAL_LOSS[name] for name in ("supervised", "mocov3")})
 
 
 #: Issue 10's learning goals: held-out k-NN (the card's headline readout) each objective should reach. They are
