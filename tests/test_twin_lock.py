@@ -27,3 +27,18 @@ def test_a_twin_writer_waits_for_the_lock_holder(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "done" in out
     assert len(list(root.rglob("*.jpg"))) == 3 and (root / "synthetic.json").is_file()
+
+
+def test_stamp_is_last_atomic_and_compares_json_canonically(tmp_path):
+    """A folder is complete only when its stamp records the same arguments (tuples and lists compare equal, as JSON
+    reads them back); a damaged stamp means incomplete; the stamp is replaced atomically (no temporary left)."""
+    from vitscope.data.stamps import STAMP_NAME, is_complete, mark_complete
+
+    meta = {"size": 96, "categories": ("cat", "dog")}
+    assert not is_complete(tmp_path, meta)
+    mark_complete(tmp_path, meta)
+    assert is_complete(tmp_path, meta) and is_complete(tmp_path, {"size": 96, "categories": ["cat", "dog"]})
+    assert not is_complete(tmp_path, {**meta, "size": 64})
+    assert [p.name for p in tmp_path.iterdir()] == [STAMP_NAME]
+    (tmp_path / STAMP_NAME).write_text('{"size": 9')          # a writer killed while writing an old-style stamp
+    assert not is_complete(tmp_path, meta)

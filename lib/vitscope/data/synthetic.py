@@ -12,7 +12,6 @@ reads them; a per-pixel mask (0 background, 1 object body, 2 object part) goes b
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..locks import one_writer_at_a_time
+from .stamps import is_complete, mark_complete
 
 SHAPES = ("circle", "square", "triangle", "pentagon", "hexagon", "star", "cross", "ring", "crescent", "diamond")
 PATTERNS = ("plain", "stripes", "dots", "eye", "cap")
@@ -209,8 +209,7 @@ def write_imagefolder_twin(root, wnids: list[str], per_class: int, *, split: str
     root = Path(root)
     meta = {"generator_version": GENERATOR_VERSION, "wnids": list(wnids), "per_class": per_class,
             "split": split, "size": size, "seed": seed}
-    stamp = root / "synthetic.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == meta:
+    if is_complete(root, meta):
         return root
     if len(wnids) > len(SHAPES) * len(PATTERNS):
         raise ValueError(f"The generator has {len(SHAPES) * len(PATTERNS)} classes; got {len(wnids)} wnids.")
@@ -223,5 +222,5 @@ def write_imagefolder_twin(root, wnids: list[str], per_class: int, *, split: str
             out = root / sub / wnid / f"{stem}{ext}"
             out.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr).save(out, **kw)
-    stamp.write_text(json.dumps(meta, indent=1))
+    mark_complete(root, meta)
     return root

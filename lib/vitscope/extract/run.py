@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from .. import __version__
+from ..validation import check_int
 from .capture import has_cls_token
 from .cnn_capture import capture_for
 from .products import Product
@@ -112,8 +113,7 @@ def extract(model, model_id: dict, dataset, products: dict[str, Product], *, tra
     store = store or FeatureStore()
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise ValueError(f"autocast={autocast!r}; choose None (full precision) or one of {sorted(AUTOCAST_DTYPES)}")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be an int >= 0; got {num_workers!r}")
+    check_int(num_workers, "num_workers", 0)
     idx = example_order(len(dataset), order, seed)
     if limit is not None:
         if not 0 < limit <= len(idx):

@@ -21,11 +21,7 @@ import numbers
 import torch
 from torch import Tensor
 
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
+from ..validation import check_int
 
 
 def _check_confidence(confidence) -> float:
@@ -36,8 +32,8 @@ def _check_confidence(confidence) -> float:
 
 def bootstrap_indices(n: int, n_resamples: int, seed: int) -> Tensor:
     """``[n_resamples, n]`` int64 indices drawn uniformly with replacement from ``range(n)``; same seed, same draw."""
-    n, n_resamples = _check_int(n, "n", 1), _check_int(n_resamples, "n_resamples", 1)
-    gen = torch.Generator().manual_seed(_check_int(seed, "seed", 0))
+    n, n_resamples = check_int(n, "n", 1), check_int(n_resamples, "n_resamples", 1)
+    gen = torch.Generator().manual_seed(check_int(seed, "seed", 0))
     return torch.randint(0, n, (n_resamples, n), generator=gen)
 
 

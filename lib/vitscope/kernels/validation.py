@@ -5,10 +5,11 @@ there is one, the fix. Checks return the (possibly reshaped) input so callers ca
 """
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
+
+# The scalar checks live below every layer (the data writers use them too); kernels import them from here.
+from ..validation import check_choice, check_int, check_positive  # noqa: F401
 
 
 def _describe(x) -> str:
@@ -44,27 +45,7 @@ def check_same_rows(a: Tensor, b: Tensor, names: tuple[str, str]) -> int:
     return a.shape[0]
 
 
-def check_int(x, name: str, minimum: int = 1, maximum: int | None = None) -> int:
-    """An integer (not a bool) in ``[minimum, maximum]``."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < minimum \
-            or (maximum is not None and x > maximum):
-        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"{name} must be an int {bound}; got {x!r}")
-    return int(x)
 
-
-def check_positive(x, name: str) -> float:
-    """A real number > 0."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not x > 0:
-        raise ValueError(f"{name} must be a number > 0; got {x!r}")
-    return float(x)
-
-
-def check_choice(x, name: str, choices) -> str:
-    """One of ``choices``."""
-    if x not in choices:
-        raise ValueError(f"{name}={x!r} is unknown; choose from {tuple(choices)}")
-    return x
 
 
 def check_labels(y, n: int, name: str, num_classes: int | None = None) -> Tensor:

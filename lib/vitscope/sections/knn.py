@@ -28,6 +28,7 @@ from ..extract import FeatureStore, PooledTokens, extract
 from ..kernels.clustering import noise_features
 from ..kernels.knn import weighted_knn
 from ..profiles import Profile
+from ..validation import check_int
 from .common import load_for_analysis
 
 #: DINO's k values; the papers report k = 20.
@@ -81,8 +82,7 @@ def pooled_features(model: str, profile: Profile, dataset: str, *, augment=None,
 
 def fold_assignment(labels: torch.Tensor, folds: int) -> torch.Tensor:
     """[N] fold of each image: within each class, in the given order, the r-th image goes to fold ``r % folds``."""
-    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= len(labels):
-        raise ValueError(f"folds must be an int in [2, {len(labels)}] (the number of images); got {folds!r}")
+    check_int(folds, "folds (at most the number of images)", 2, len(labels))
     rank = torch.zeros_like(labels)
     for c in labels.unique():
         where = torch.nonzero(labels == c).squeeze(1)

@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from ...locks import one_writer_at_a_time
+from ...validation import check_int
+from ..stamps import is_complete, mark_complete
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
 
 #: Bump when the twin's files change for the same arguments (the generator's own version is stamped too).
@@ -43,13 +45,11 @@ def write_coco_twin(root, n_images: int, size: int = 96, seed: int = 0, *, split
     Returns the root. A root already complete for the same arguments (recorded in ``<root>/synthetic.json``, written
     last) is left untouched, so calling this again is cheap.
     """
-    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
-        raise ValueError(f"n_images must be an int >= 1; got {n_images!r}")
+    check_int(n_images, "n_images")
     root = Path(root)
     meta = {"format": "coco", "twin_version": TWIN_VERSION, "generator_version": GENERATOR_VERSION,
             "n_images": n_images, "size": size, "seed": seed, "split": split}
-    stamp = root / "synthetic.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == meta:
+    if is_complete(root, meta):
         return root
     n_classes = len(SHAPES) * len(PATTERNS)
     images, annotations = [], []
@@ -72,7 +72,7 @@ def write_coco_twin(root, n_images: int, size: int = 96, seed: int = 0, *, split
             "categories": [{"id": k + 1, "name": s, "supercategory": "shape"} for k, s in enumerate(SHAPES)]}
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
-    stamp.write_text(json.dumps(meta, indent=1))
+    mark_complete(root, meta)
     return root
 
 

@@ -10,7 +10,6 @@ here (:func:`voc_palette`), not downloaded.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 from PIL import Image
 
 from ...locks import one_writer_at_a_time
+from ...validation import check_int
+from ..stamps import is_complete, mark_complete
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
 
 #: Bump when the twin's files change for the same arguments (the generator's own version is stamped too).
@@ -74,13 +75,11 @@ def write_davis_twin(root, n_videos: int = 4, n_frames: int = 8, size: int = 96,
     last) is left untouched, so calling this again is cheap.
     """
     for name, value, low in (("n_videos", n_videos, 1), ("n_frames", n_frames, 3), ("size", size, 16)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+        check_int(value, name, low)
     root = Path(root)
     meta = {"format": "davis", "twin_version": TWIN_VERSION, "generator_version": GENERATOR_VERSION,
             "n_videos": n_videos, "n_frames": n_frames, "size": size, "seed": seed, "split": split}
-    stamp = root / "synthetic.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == meta:
+    if is_complete(root, meta):
         return root
     base, palette = root / "DAVIS", voc_palette().ravel().tolist()
     n_classes = len(SHAPES) * len(PATTERNS)
@@ -111,7 +110,7 @@ def write_davis_twin(root, n_videos: int = 4, n_frames: int = 8, size: int = 96,
             ann.save(annotations / f"{t:05d}.png")
     (base / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
     (base / "ImageSets" / "2017" / f"{split}.txt").write_text("\n".join(names) + "\n")
-    stamp.write_text(json.dumps(meta, indent=1))
+    mark_complete(root, meta)
     return root
 
 

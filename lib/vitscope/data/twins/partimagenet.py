@@ -16,7 +16,9 @@ from pathlib import Path
 from PIL import Image
 
 from ...locks import one_writer_at_a_time
+from ...validation import check_int
 from ..manifest import load_manifest
+from ..stamps import is_complete, mark_complete
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
 from .coco import encode_rle, mask_bbox
 
@@ -46,13 +48,11 @@ def write_partimagenet_twin(root, per_class: int, size: int = 96, seed: int = 0)
     Returns the root. A root already complete for the same arguments (recorded in ``<root>/synthetic.json``, written
     last) is left untouched, so calling this again is cheap.
     """
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be an int >= 1; got {per_class!r}")
+    check_int(per_class, "per_class")
     root = Path(root)
     meta = {"format": "partimagenet", "twin_version": TWIN_VERSION, "generator_version": GENERATOR_VERSION,
             "per_class": per_class, "size": size, "seed": seed}
-    stamp = root / "synthetic.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == meta:
+    if is_complete(root, meta):
         return root
     wnids = load_manifest("imagenet50").wnids
     categories = part_categories()
@@ -84,7 +84,7 @@ def write_partimagenet_twin(root, per_class: int, size: int = 96, seed: int = 0)
         doc = {"info": {"description": f"vitscope synthetic twin of PartImageNet ({name})"}, "licenses": [],
                "images": data["images"], "annotations": data["annotations"], "categories": categories}
         (root / "annotations" / f"{name}.json").write_text(json.dumps(doc))
-    stamp.write_text(json.dumps(meta, indent=1))
+    mark_complete(root, meta)
     return root
 
 

@@ -16,7 +16,6 @@ arguments always write the same files; a complete twin (recorded in ``<root>/<na
 """
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 from PIL import Image
 
 from ...locks import one_writer_at_a_time
+from ...validation import check_int
+from ..stamps import is_complete, mark_complete
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, render_scene, sample_scene, scene_rng
 
 #: Bump when the twin's output changes (with the generator's own version it is part of every cache key).
@@ -91,8 +92,7 @@ def write_revisitop_twin(root, name: str, *, landmarks: int = 10, easy: int = 8,
     """
     for arg, value in (("landmarks", landmarks), ("easy", easy), ("hard", hard), ("queries_per_landmark",
                                                                                   queries_per_landmark)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"write_revisitop_twin: {arg} must be an int >= 1; got {value!r}")
+        check_int(value, f"write_revisitop_twin: {arg}")
     if landmarks >= _N_CLASSES:
         raise ValueError(f"write_revisitop_twin: landmarks={landmarks}, but the generator has {_N_CLASSES} classes "
                          "and distractors need at least one other")
@@ -100,8 +100,7 @@ def write_revisitop_twin(root, name: str, *, landmarks: int = 10, easy: int = 8,
     meta = {"generator_version": GENERATOR_VERSION, "twin_version": TWIN_VERSION, "name": name,
             "landmarks": landmarks, "easy": easy, "hard": hard, "junk": junk, "distractors": distractors,
             "queries_per_landmark": queries_per_landmark, "size": size, "seed": seed}
-    stamp = folder / "synthetic.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == meta:
+    if is_complete(folder, meta):
         return folder
     classes = np.random.default_rng([seed, 1729]).permutation(_N_CLASSES)
     chosen, others = classes[:landmarks], classes[landmarks:]
@@ -137,5 +136,5 @@ def write_revisitop_twin(root, name: str, *, landmarks: int = 10, easy: int = 8,
         gnd.append({"bbx": boxes[im_name], **groups})
     truth = {"imlist": [d[0] for d in database], "qimlist": [q[0] for q in queries], "gnd": gnd}
     (folder / f"gnd_{name}.pkl").write_bytes(pickle.dumps(truth, protocol=2))
-    stamp.write_text(json.dumps(meta, indent=1))
+    mark_complete(folder, meta)
     return folder

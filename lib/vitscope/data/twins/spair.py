@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ...locks import one_writer_at_a_time
+from ..stamps import is_complete, mark_complete
 from ..synthetic import GENERATOR_VERSION, PATTERNS, SHAPES, SceneSpec, render_scene, sample_scene, scene_rng
 
 #: Bump when this writer's output changes (it is part of the twin's stamp, so a stale twin is rewritten).
@@ -108,8 +109,7 @@ def write_spair_twin(root, *, categories=CATEGORIES, images_per_category: int = 
     meta = {"twin_version": TWIN_VERSION, "generator_version": GENERATOR_VERSION, "categories": categories,
             "images_per_category": images_per_category, "pairs_per_category": pairs_per_category,
             "sides": list(sides), "seed": seed, "split": split}
-    stamp = base / "synthetic.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(meta)):
+    if is_complete(base, meta):
         return Path(root)
     lines, index = [], 0
     for shape, pattern in categories:
@@ -147,7 +147,7 @@ def write_spair_twin(root, *, categories=CATEGORIES, images_per_category: int = 
     layout = base / "Layout" / "large" / f"{split}.txt"
     layout.parent.mkdir(parents=True, exist_ok=True)
     layout.write_text("".join(f"{n}\n" for n in lines))
-    stamp.write_text(json.dumps(meta, indent=1))
+    mark_complete(base, meta)
     return Path(root)
 
 
