@@ -46,3 +46,43 @@ def test_judge_contrast_without_a_baseline_or_seeds():
     got = judge_contrast("X-1", "a minus b", "score", _values(), {"a": 1.0, "b": -1.0}, None, 1, None)
     assert got.baseline is None and got.floor is None and got.seeds == ()
     assert got.verdict == INCONCLUSIVE and got.effect.unit == "images"
+
+
+def _per_block(means: dict, n: int = 40, seed: int = 0) -> dict:
+    """{(model, block): float [n]} with the given per-block means (small paired noise)."""
+    rng = np.random.default_rng(seed)
+    return {(m, b): np.clip(mu + rng.normal(0, 0.01, n), 0, 1) for (m, b), mu in means.items()}
+
+
+def _depth(rows, model, base, seeds, sign=1.0):
+    from vitscope.claims.verdict import judge_depth_contrast
+
+    def choose(m):
+        blocks = sorted(b for (mm, b) in rows if mm == m)
+        last = blocks[-1]
+        return last, max(blocks[:-1], key=lambda b: rows[(m, b)].mean())
+    return judge_depth_contrast("T-1", model, "score", lambda m, b: rows[(m, b)], choose, model, base, seeds,
+                                sign=sign)
+
+
+def test_depth_contrast_takes_its_seed_floor_from_the_seeds_own_depth_contrasts():
+    """Effect = last minus best earlier block (by hand 0.8 - 0.5); the floor is the spread over seeds of the same
+    contrast with blocks chosen by the same rule (seed d: 0.30-0.40 = -0.10, 0.35-0.40 = -0.05 -> floor 0.05)."""
+    means = {("m", 1): 0.4, ("m", 2): 0.5, ("m", 3): 0.8,
+             ("base", 1): 0.4, ("base", 2): 0.3, ("base", 3): 0.3,
+             ("s1", 1): 0.4, ("s1", 2): 0.2, ("s1", 3): 0.30, ("s2", 1): 0.4, ("s2", 2): 0.1, ("s2", 3): 0.35}
+    rows = _per_block(means)
+    got = _depth(rows, "m", "base", ("s1", "s2"))
+    d = [rows[("s1", 3)].mean() - rows[("s1", 1)].mean(), rows[("s2", 3)].mean() - rows[("s2", 1)].mean()]
+    assert got.floor == pytest.approx(abs(d[0] - d[1])) and got.baseline_floor == got.floor
+    assert got.effect.estimate == pytest.approx(rows[("m", 3)].mean() - rows[("m", 2)].mean())
+    assert got.verdict == HOLDS and got.seeds == ("s1", "s2")
+    # seeds whose own contrast swings by more than the effect: inconclusive, whatever the bootstrap says
+    wide = {**means, ("s2", 3): 1.0, ("s2", 2): 0.0, ("s2", 1): 0.0}
+    assert _depth(_per_block(wide), "m", "base", ("s1", "s2")).verdict == INCONCLUSIVE
+    # one seed: no floor (a spread needs two), and the row says so by listing no seeds
+    one = _depth(rows, "m", "base", ("s1",))
+    assert one.floor is None and one.seeds == ()
+    # sign -1 reads "best earlier minus last": the same interval mirrored
+    flipped = _depth(rows, "m", "base", ("s1", "s2"), sign=-1.0)
+    assert flipped.effect.estimate == pytest.approx(-got.effect.estimate)

@@ -185,3 +185,42 @@ def judge_contrast(claim: str, subject: str, measure: str, values: dict, effect_
     beyond = paired_contrast(values, beyond_w, unit) if beyond_w else None
     return judge(claim, subject, measure, paired_contrast(values, effect_w, unit), beyond, expected, base,
                  floor(effect_w), floor(beyond_w), tuple(seeds))
+
+
+def judge_depth_contrast(claim: str, subject: str, measure: str, values_at, choose, model: str, base: str | None,
+                         seeds=(), *, sign: float = 1.0, expected: int = 1, unit: str = "images") -> ClaimResult:
+    """A within-model depth contrast (TM Table 1: does a model peak at its last block?), judged like
+    :func:`judge_contrast`, with a seed floor.
+
+    ``choose(m)`` -> ``(last, other)``: the two blocks of model ``m`` compared (e.g. its last block and its best
+    earlier one, chosen on ``m``'s own rows); ``values_at(m, block)`` -> float [N]: the per-row statistic (same N rows
+    for every model). Effect: ``sign * (mean at last - mean at other)`` of ``model``; beyond: the same contrast
+    minus the untrained ``base``'s (its blocks chosen by the same rule). Seed floor: the statistic ``d_s`` (the same
+    contrast, blocks chosen the same way) on each untrained seed; both floors are the spread ``max d_s - min d_s``
+    (:func:`vitscope.kernels.stats.seed_floor` with weights [1, -1]): how much the contrast moves with the
+    initialisation alone. Fewer than two seeds: no floor.
+    """
+    import torch
+
+    from ..kernels.stats import seed_floor
+
+    def slots(m, prefix=""):
+        last, other = choose(m)
+        return {f"{prefix}last": values_at(m, last), f"{prefix}other": values_at(m, other)}
+
+    values, w = slots(model), {"last": sign, "other": -sign}
+    beyond_w = None
+    if base is not None:
+        values |= slots(base, "base_")
+        beyond_w = {**w, "base_last": -sign, "base_other": sign}
+    floor = None
+    if len(seeds) >= 2:
+        d = []
+        for s in seeds:
+            v = slots(s)
+            d.append(sign * (float(torch.as_tensor(v["last"], dtype=torch.float64).mean())
+                             - float(torch.as_tensor(v["other"], dtype=torch.float64).mean())))
+        floor = seed_floor(d, [1.0, -1.0])
+    beyond = paired_contrast(values, beyond_w, unit) if beyond_w else None
+    return judge(claim, subject, measure, paired_contrast(values, w, unit), beyond, expected, base, floor,
+                 floor if beyond_w else None, tuple(seeds) if floor is not None else ())

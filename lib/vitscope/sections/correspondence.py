@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge_contrast
+from ..claims.verdict import ClaimResult, cannot_check, judge_contrast, judge_depth_contrast
 from ..data.spair import load_pairs
 from ..data.twins.spair import write_spair_twin
 from ..devices import resolve_device
@@ -300,20 +300,16 @@ def check(pp: pd.DataFrame, seeds=(), alpha: float = 0.1) -> list[ClaimResult]:
         out.append(judge_contrast("TM-6.2b", f"{clip[0]} minus the other trained models",
                                   f"PCK@{alpha:g} at each model's best block", at_best, w, beyond, 1, base,
                                   seed_best, seeds, unit="pairs"))
+    def last_and_best_earlier(m):
+        return int(pp[pp.model == m].block.max()), _best_block(pp, m, alpha, exclude_last=True)
+
     for m in trained:
-        last = int(pp[pp.model == m].block.max())
-        earlier = _best_block(pp, m, alpha, exclude_last=True)
-        values = {"best": _values(pp, m, earlier, alpha), "last": _values(pp, m, last, alpha)}
-        w = {"best": 1.0, "last": -1.0}
-        beyond = None
-        if base is not None:
-            b_last = int(pp[pp.model == base].block.max())
-            values |= {"base_best": _values(pp, base, _best_block(pp, base, alpha, exclude_last=True), alpha),
-                       "base_last": _values(pp, base, b_last, alpha)}
-            beyond = {"best": 1.0, "last": -1.0, "base_best": -1.0, "base_last": 1.0}
-        out.append(judge_contrast("TM-T1b", f"SPair keypoints, {m}",
-                                  f"best block before the last ({earlier}) minus the last ({last}), PCK@{alpha:g}",
-                                  values, w, beyond, 1, base, None, (), unit="pairs"))
+        last, earlier = last_and_best_earlier(m)
+        out.append(judge_depth_contrast(
+            "TM-T1b", f"SPair keypoints, {m}",
+            f"best block before the last ({earlier}) minus the last ({last}), PCK@{alpha:g}",
+            lambda model, block: _values(pp, model, block, alpha), last_and_best_earlier, m, base, seeds, sign=-1.0,
+            unit="pairs"))
     return out
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge_contrast
+from ..claims.verdict import ClaimResult, cannot_check, judge_contrast, judge_depth_contrast
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import FeatureStore, PooledTokens, extract
@@ -228,22 +228,14 @@ def tm_check(per_query_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
         w = {m: 1.0, base: -1.0}
         out.append(judge_contrast("TM-6.1a", f"{m} above chance", f"{measure} minus `{base}`'s", last, w, w, 1, base,
                                   seed_last, seeds))
+    def last_and_best_earlier(m):
+        acc = per_query_df[(per_query_df.model == m) & (per_query_df.pooling == "cls")].groupby("block").correct.mean()
+        return int(acc.index.max()), int(acc.drop(acc.index.max()).idxmax())
+
     for m in trained:
-        blocks = per_query_df[(per_query_df.model == m) & (per_query_df.pooling == "cls")]
-        acc = blocks.groupby("block").correct.mean()
-        earlier = acc.drop(acc.index.max())
-        best = int(earlier.idxmax())
-        values = {"last": last[m], "best": _values(per_query_df, m, "cls", best)}
-        w = {"last": 1.0, "best": -1.0}
-        beyond = None
-        if base is not None:
-            b_acc = per_query_df[(per_query_df.model == base) & (per_query_df.pooling == "cls")].groupby(
-                "block").correct.mean()
-            b_best = int(b_acc.drop(b_acc.index.max()).idxmax())
-            values |= {"base_last": last[base], "base_best": _values(per_query_df, base, "cls", b_best)}
-            beyond = {"last": 1.0, "best": -1.0, "base_last": -1.0, "base_best": 1.0}
-        out.append(judge_contrast("TM-T1a", f"k-NN, {m}", f"last block minus its best earlier block ({best})",
-                                  values, w, beyond, 1, base, None, ()))
+        out.append(judge_depth_contrast(
+            "TM-T1a", f"k-NN, {m}", f"last block minus its best earlier block ({last_and_best_earlier(m)[1]})",
+            lambda model, block: _values(per_query_df, model, "cls", block), last_and_best_earlier, m, base, seeds))
     return out
 
 

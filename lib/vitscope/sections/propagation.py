@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge_contrast
+from ..claims.verdict import ClaimResult, cannot_check, judge, judge_contrast, judge_depth_contrast, paired_contrast
 from ..data.davis import DavisVideos, read_frame
 from ..data.twins.davis import write_davis_twin
 from ..devices import resolve_device
@@ -31,6 +31,7 @@ from ..extract import FeatureStore
 from ..extract.dense import SHORT_SIDE_FACTOR, dense_tokens, model_geometry, resize_mask
 from ..kernels import propagation as prop
 from ..kernels import segmentation_metrics as seg
+from ..kernels.stats import seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -251,14 +252,10 @@ def tm_check(objects: pd.DataFrame, seeds=()) -> list[ClaimResult]:
         out.append(judge_contrast(CLAIM, f"mean of {', '.join(je)} minus mean of {', '.join(others)}", measure,
                                   best, w, beyond, 1, base, seed_best, seeds, unit=UNIT))
     for m in [m for m in trained if family[m] in IMAGE_LEVEL]:
-        b, _, last = blocks[m]
-        values = {"last": _jf(objects, m, last), "best": best[m]}
-        beyond = None
-        if base is not None:
-            values |= {"base_last": _jf(objects, base, blocks[base][2]), "base_best": best[base]}
-            beyond = {"last": 1.0, "best": -1.0, "base_last": -1.0, "base_best": 1.0}
-        out.append(judge_contrast(CLAIM, f"{m}: drop in the later layers", f"J&F, last block minus best ({b})",
-                                  values, {"last": 1.0, "best": -1.0}, beyond, -1, base, None, (), unit=UNIT))
+        out.append(judge_depth_contrast(
+            CLAIM, f"{m}: drop in the later layers", f"J&F, last block minus best ({blocks[m][0]})",
+            lambda model, block: _jf(objects, model, block), lambda model: (blocks[model][2], blocks[model][0]),
+            m, base, [s for s in seeds if s in blocks], expected=-1, unit=UNIT))
     for m in [m for m in trained if family[m] in RECONSTRUCTION]:
         if base is None:
             out.append(cannot_check(CLAIM, f"{m} competitive", "no untrained baseline of the same architecture"))
@@ -266,12 +263,15 @@ def tm_check(objects: pd.DataFrame, seeds=()) -> list[ClaimResult]:
         w = {m: 1.0, base: -1.0}
         out.append(judge_contrast(CLAIM, f"{m} above the untrained model", f"{measure}, minus `{base}`'s", best, w,
                                   w, 1, base, seed_best, seeds, unit=UNIT))
-    out += local_check(objects, trained, blocks, base)
+    out += local_check(objects, trained, blocks, base, seeds)
     return out
 
 
-def local_check(objects: pd.DataFrame, trained: list[str], blocks: dict, base: str | None) -> list[ClaimResult]:
-    """``TM-T1b`` on DAVIS: best block before the last minus the last block, pooled over ``trained`` and per model."""
+def local_check(objects: pd.DataFrame, trained: list[str], blocks: dict, base: str | None,
+                seeds=()) -> list[ClaimResult]:
+    """``TM-T1b`` on DAVIS: best block before the last minus the last block, pooled over ``trained`` and per model.
+    Seed floor (two or more untrained ``seeds``): the spread over seeds of the same contrast, blocks chosen the same
+    way (as :func:`vitscope.claims.verdict.judge_depth_contrast`)."""
     if not trained:
         return [cannot_check(LOCAL_CLAIM, "DAVIS, trained models", "the profile has no trained model")]
 
@@ -279,6 +279,12 @@ def local_check(objects: pd.DataFrame, trained: list[str], blocks: dict, base: s
         _, early, last = blocks[m]
         return ({f"{prefix}{m}@early": _jf(objects, m, early), f"{prefix}{m}@last": _jf(objects, m, last)},
                 {f"{prefix}{m}@early": w, f"{prefix}{m}@last": -w})
+
+    seeds = [x for x in seeds if x in blocks]
+    floor = None
+    if len(seeds) >= 2:
+        d = [float(_jf(objects, x, blocks[x][1]).mean() - _jf(objects, x, blocks[x][2]).mean()) for x in seeds]
+        floor = seed_floor(d, [1.0, -1.0])
 
     def row(subject, models):
         values, w = {}, {}
@@ -291,7 +297,9 @@ def local_check(objects: pd.DataFrame, trained: list[str], blocks: dict, base: s
             values, beyond = values | v, w | ww
         measure = "J&F, best block before the last minus the last block" + (
             f" ({blocks[models[0]][1]} vs {blocks[models[0]][2]})" if len(models) == 1 else "")
-        return judge_contrast(LOCAL_CLAIM, subject, measure, values, w, beyond, 1, base, None, (), unit=UNIT)
+        return judge(LOCAL_CLAIM, subject, measure, paired_contrast(values, w, UNIT),
+                     paired_contrast(values, beyond, UNIT) if beyond else None, 1, base, floor,
+                     floor if beyond else None, tuple(seeds) if floor is not None else ())
     return [row(f"DAVIS, mean of {', '.join(trained)}", trained)] + [row(f"DAVIS, {m}", [m]) for m in trained]
 
 

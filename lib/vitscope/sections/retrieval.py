@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge_contrast
+from ..claims.verdict import ClaimResult, cannot_check, judge_contrast, judge_depth_contrast
 from ..data import eval_transform, transform_key
 from ..data.manifest import load_fetch_spec
 from ..data.revisitop import GroundTruth, load_ground_truth, revisitop_database, revisitop_queries
@@ -227,20 +227,15 @@ def tm_check(per_query_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
         beyond = {**{m: 1 / len(groups[high]) for m in groups[high]}, base: -1.0} if base else None
         out.append(judge_contrast("TM-6.1b", subject, measure, last, w, beyond, 1, base,
                                   seed_last if len(seeds) >= 2 else None, seeds, unit="queries"))
+    def last_and_best_earlier(m):
+        ap = sel[sel.model == m].groupby("block").ap.mean()
+        return int(ap.index.max()), int(ap.drop(ap.index.max()).idxmax())
+
     for m in trained:
-        m_ap = sel[sel.model == m].groupby("block").ap.mean()
-        best = int(m_ap.drop(m_ap.index.max()).idxmax())
-        values = {"last": last[m], "best": _values(sel, m, best)}
-        w = {"last": 1.0, "best": -1.0}
-        beyond = None
-        if base is not None:
-            b_ap = sel[sel.model == base].groupby("block").ap.mean()
-            b_best = int(b_ap.drop(b_ap.index.max()).idxmax())
-            values |= {"base_last": last[base], "base_best": _values(sel, base, b_best)}
-            beyond = {"last": 1.0, "best": -1.0, "base_last": -1.0, "base_best": 1.0}
-        out.append(judge_contrast("TM-T1a", f"retrieval ({dataset}, {REPORTED_SETUP}), {m}",
-                                  f"last block minus its best earlier block ({best})", values, w, beyond, 1, base,
-                                  None, (), unit="queries"))
+        out.append(judge_depth_contrast(
+            "TM-T1a", f"retrieval ({dataset}, {REPORTED_SETUP}), {m}",
+            f"last block minus its best earlier block ({last_and_best_earlier(m)[1]})",
+            lambda model, block: _values(sel, model, block), last_and_best_earlier, m, base, seeds, unit="queries"))
     return out
 
 
