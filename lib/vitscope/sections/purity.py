@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline, usable_seeds
-from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge
+from ..claims.verdict import CONFIDENCE, N_RESAMPLES, SEED, ClaimResult, Interval, cannot_check, judge, paired_contrast
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import FeatureStore, PooledTokens, extract
@@ -185,15 +185,9 @@ def correct_per_image(models: list[str], profile: Profile, tokens: str = "cls", 
 
 def _contrast(parts: list[tuple[torch.Tensor, float]]) -> Interval:
     """``sum(weight * mean over images of values)`` over ``parts`` of ``(values [N], weight)``, bootstrapped over
-    images with one draw shared by every part (paired).
-
-    Kept rather than :func:`vitscope.claims.verdict.paired_contrast`: this one builds its weights in float32, so a
-    weight such as 1/5 differs from the shared helper's float64 one and the pooled rows' intervals would move by
-    about 1e-8 (the pages' numbers would not be reproduced to the last digit)."""
-    values = torch.stack([v for v, _ in parts])
-    res = bootstrap_contrast(values, torch.tensor([w for _, w in parts]), n_resamples=N_RESAMPLES, seed=SEED,
-                             confidence=CONFIDENCE)
-    return Interval.from_bootstrap(res, "images")
+    images with one draw shared by every part (paired): :func:`vitscope.claims.verdict.paired_contrast` on parts
+    that may repeat a model (hence keyed by position)."""
+    return paired_contrast({i: v for i, (v, _) in enumerate(parts)}, {i: w for i, (_, w) in enumerate(parts)})
 
 
 def _families(names) -> dict[str, str]:
