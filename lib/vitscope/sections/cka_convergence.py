@@ -23,12 +23,12 @@ control, 1 at every batch size by construction).
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 
 import pandas as pd
 import torch
 
+from ..devices import one_cpu_thread
 from ..kernels import cka as cka_k
 from ..kernels.stats import cka_from_batch_terms
 from ..kernels.validation import check_choice, check_int
@@ -80,19 +80,6 @@ def _usable(n: int, batch_size: int) -> int:
 
 #: The HSIC estimator of each :data:`ESTIMATORS` entry; both take Gram stacks [..., n, n] and broadcast.
 _HSIC = {"reference": cka_k.hsic1, "biased": cka_k.hsic0}
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run torch on one intra-op thread inside the block. The sweeps are thousands of small [b, b] products that gain
-    nothing from threads, and on a shared 2-core machine (the book runs pages side by side) idle-spinning threads made
-    each small op ~40x slower (measured: 0.5 s vs 0.013 s for one 500-example minibatch CKA)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class _BatchTerms:
@@ -151,7 +138,7 @@ def sweep(feats: dict[str, torch.Tensor], pairs, batch_sizes, examples, repeats:
     settings = ([("batch_size", b, max(examples)) for b in batch_sizes]
                 + [("examples", min(batch_sizes), n) for n in examples])
     rows = []
-    with _one_thread():
+    with one_cpu_thread():
         for r in range(repeats):
             terms = _BatchTerms(feats, torch.randperm(N, generator=torch.Generator().manual_seed(seed + r)))
             for (a, b), (name, size, n), est in itertools.product(pairs, settings, estimators):
@@ -165,7 +152,7 @@ def sweep(feats: dict[str, torch.Tensor], pairs, batch_sizes, examples, repeats:
 def full_batch(A: torch.Tensor, B: torch.Tensor) -> list[float]:
     """Unbiased linear CKA of every same-depth layer of A, B [L, N, D] on all N examples at once (the limit of one
     minibatch)."""
-    with _one_thread():
+    with one_cpu_thread():
         return [cka_k.linear_cka(a, b, debiased=True) for a, b in zip(A, B, strict=True)]
 
 

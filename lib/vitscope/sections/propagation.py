@@ -17,6 +17,7 @@ Results are cached per (model, video, protocol) in the feature store: per object
 """
 from __future__ import annotations
 
+import contextlib
 from itertools import chain
 
 import pandas as pd
@@ -26,7 +27,7 @@ from ..claims.baseline import noise_seeds, untrained_baseline
 from ..claims.verdict import ClaimResult, cannot_check, judge, judge_contrast, judge_depth_contrast, paired_contrast
 from ..data.davis import DavisVideos, read_frame
 from ..data.twins.davis import write_davis_twin
-from ..devices import resolve_device
+from ..devices import one_cpu_thread, resolve_device
 from ..extract import FeatureStore
 from ..extract.dense import SHORT_SIDE_FACTOR, dense_tokens, model_geometry, resize_mask
 from ..kernels import propagation as prop
@@ -101,9 +102,11 @@ def propagate(net, cfg, data: DavisVideos, video: str, p: dict, blocks: list[int
     soft = prop.propagate_video(chain([first], feats), first_labels, n_last_frames=p["n_last_frames"],
                                 temperature=p["temperature"], topk=p["topk"], radius=p["neighbourhood"])
     next(soft)                  # frame 0: the given annotation
-    for t, labels in enumerate(soft, 1):
-        for i in range(len(blocks)):
-            out[i, t] = prop.labels_to_mask(labels[i], patch, size).cpu()
+    # Frame by frame, many small ops: on a CPU one thread avoids idle-spinning threads (see one_cpu_thread).
+    with one_cpu_thread() if torch.device(device).type == "cpu" else contextlib.nullcontext():
+        for t, labels in enumerate(soft, 1):
+            for i in range(len(blocks)):
+                out[i, t] = prop.labels_to_mask(labels[i], patch, size).cpu()
     return out
 
 
