@@ -86,3 +86,15 @@ def test_depth_contrast_takes_its_seed_floor_from_the_seeds_own_depth_contrasts(
     # sign -1 reads "best earlier minus last": the same interval mirrored
     flipped = _depth(rows, "m", "base", ("s1", "s2"), sign=-1.0)
     assert flipped.effect.estimate == pytest.approx(-got.effect.estimate)
+
+
+def test_group_weights_average_each_side_and_put_the_untrained_model_on_the_lower_side():
+    from vitscope.claims.verdict import group_weights
+
+    w, beyond = group_weights(["a", "b"], ["c", "d", "e"], "base")
+    assert w == pytest.approx({"a": 0.5, "b": 0.5, "c": -1 / 3, "d": -1 / 3, "e": -1 / 3})
+    assert beyond == pytest.approx({"a": 0.5, "b": 0.5, "base": -1.0})
+    assert sum(w.values()) == pytest.approx(0.0) and sum(beyond.values()) == pytest.approx(0.0)
+    assert group_weights(["a"], ["c"], None) == ({"a": 1.0, "c": -1.0}, None)
+    with pytest.raises(ValueError, match="disjoint"):
+        group_weights(["a"], ["a", "c"], "base")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fake_tables import indicators
 from vitscope.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from vitscope.data import ImageFolderSubset, eval_transform
 from vitscope.extract import Capture, FeatureStore, GramMatrices, extract
@@ -119,18 +120,7 @@ def test_claims_cannot_be_checked_without_their_models():
 
 
 # ---------------------------------------------------------------- purity claims from hand-made indicators
-def _indicators(rates: dict[str, list[float]], n=400, seed=0):
-    """Per model [L, n] 0/1 indicators whose per-block mean is ``rates[model][l]`` (exactly, first images 1)."""
-    out = {}
-    gen = torch.Generator().manual_seed(seed)
-    for m, per_block in rates.items():
-        rows = []
-        for r in per_block:
-            v = torch.zeros(n, dtype=torch.float64)
-            v[torch.randperm(n, generator=gen)[:round(r * n)]] = 1
-            rows.append(v)
-        out[m] = torch.stack(rows)
-    return out
+_indicators = indicators
 
 
 PAPER_LIKE = {"zoo-supervised": [0.2, 0.5, 0.8], "zoo-clip": [0.2, 0.45, 0.6], "zoo-dino": [0.2, 0.45, 0.55],

@@ -1,8 +1,7 @@
 """sections.region_purity: the TM 5.3 claims on hand-made per-region indicators, and the profile's section."""
 from __future__ import annotations
 
-import torch
-
+from fake_tables import indicators
 from vitscope.claims.verdict import CANNOT_CHECK, DOES_NOT_HOLD, HOLDS
 from vitscope.profiles import load_profile
 from vitscope.sections import region_purity
@@ -12,18 +11,8 @@ FAMILY = {"zoo-supervised": "supervised", "zoo-clip": "image-text", "zoo-dino": 
           "random-a": "random"}
 
 
-def _indicators(rates: dict[str, list[float]], n: int = 400) -> dict[str, torch.Tensor]:
-    """Per model, [L, n] 0/1 indicators whose block means are the given rates (deterministic, interleaved)."""
-    out = {}
-    for m, per_block in rates.items():
-        rows = []
-        for r in per_block:
-            k = round(r * n)
-            row = torch.zeros(n, dtype=torch.float64)
-            row[torch.linspace(0, n - 1, k).round().long()] = 1.0 if k else 0.0
-            rows.append(row)
-        out[m] = torch.stack(rows)
-    return out
+def _indicators(rates, n=400):
+    return indicators(rates, n, seed=None)     # evenly spread: equal rates align row by row
 
 
 PAPER_LIKE = {"zoo-supervised": [0.3, 0.7, 0.6], "zoo-clip": [0.3, 0.65, 0.55], "zoo-dino": [0.3, 0.6, 0.5],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fake_tables import indicators
 from vitscope.claims import HOLDS, INCONCLUSIVE
 from vitscope.kernels import cka as cka_k
 from vitscope.sections import last_layer_cka as llc
@@ -18,18 +19,8 @@ SEEDS = ("random-a", "random-b", "random-c")
 N = 2000
 
 
-def _indicators(rates: dict[str, list[float]], n=N, seed=0) -> dict[str, torch.Tensor]:
-    """Per model [L, n] 0/1 indicators whose block means are exactly ``rates[model]`` (random positions)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for m, per_block in rates.items():
-        rows = []
-        for r in per_block:
-            v = torch.zeros(n, dtype=torch.float64)
-            v[torch.randperm(n, generator=gen)[:round(r * n)]] = 1
-            rows.append(v)
-        out[m] = torch.stack(rows)
-    return out
+def _indicators(rates, n=N, seed=0):
+    return indicators(rates, n, seed)
 
 
 def _row(rows, subject):

@@ -168,6 +168,16 @@ def paired_contrast(values: dict, weights: dict[str, float], unit: str = "images
     return Interval.from_bootstrap(res, unit)
 
 
+def group_weights(high: list[str], low: list[str], base: str | None) -> tuple[dict, dict | None]:
+    """The weights of "mean of ``high`` minus mean of ``low``" (the paper ranks ``high`` above ``low``) and of its
+    baseline contrast, "mean of ``high`` minus the untrained ``base``" (``None`` without one): the untrained model
+    takes the place of the side the paper ranks lower. Returns ``(effect_w, beyond_w)`` for :func:`judge_contrast`."""
+    if not high or not low or set(high) & set(low):
+        raise ValueError(f"group_weights needs two disjoint, non-empty groups; got {high} and {low}")
+    up = {m: 1 / len(high) for m in high}
+    return {**up, **{m: -1 / len(low) for m in low}}, ({**up, base: -1.0} if base else None)
+
+
 def judge_contrast(claim: str, subject: str, measure: str, values: dict, effect_w: dict, beyond_w: dict | None,
                    expected: int, base: str | None, seed_stats=None, seeds=(), unit: str = "images") -> ClaimResult:
     """One verdict from per-row ``values`` ({slot: float [N]}, the same N ``unit`` in every slot): the effect

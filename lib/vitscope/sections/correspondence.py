@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge_contrast, judge_depth_contrast
+from ..claims.verdict import ClaimResult, cannot_check, group_weights, judge_contrast, judge_depth_contrast
 from ..data.spair import load_pairs
 from ..data.twins.spair import write_spair_twin
 from ..devices import resolve_device
@@ -295,8 +295,7 @@ def check(pp: pd.DataFrame, seeds=(), alpha: float = 0.1) -> list[ClaimResult]:
         out.append(cannot_check("TM-6.2b", "CLIP minus the other trained models", "the profile lacks an "
                                 "image-text (CLIP) model or any other trained model"))
     else:
-        w = {clip[0]: 1.0, **{m: -1 / len(others) for m in others}}
-        beyond = {clip[0]: 1.0, base: -1.0} if base else None
+        w, beyond = group_weights(clip[:1], others, base)
         out.append(judge_contrast("TM-6.2b", f"{clip[0]} minus the other trained models",
                                   f"PCK@{alpha:g} at each model's best block", at_best, w, beyond, 1, base,
                                   seed_best, seeds, unit="pairs"))

@@ -18,7 +18,7 @@ import torch
 from torchvision.transforms import functional as TF
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge_contrast
+from ..claims.verdict import ClaimResult, cannot_check, group_weights, judge_contrast
 from ..kernels.invariance import augmentation_similarity
 from ..profiles import Profile
 from .knn import JOINT_EMBEDDING, POOLINGS, RECONSTRUCTION, pooled_features
@@ -111,8 +111,7 @@ def flip_check(per_image_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
     if not je or not rec:
         out = [cannot_check(CLAIM_ID, subject, "the profile lacks a joint-embedding or a reconstruction model")]
     else:
-        w = {**{m: 1 / len(je) for m in je}, **{m: -1 / len(rec) for m in rec}}
-        beyond = {**{m: 1 / len(je) for m in je}, base: -1.0} if base else None
+        w, beyond = group_weights(je, rec, base)
         out = [judge_contrast(CLAIM_ID, subject, f"{measure} ({', '.join(je)} minus {', '.join(rec)})", last, w,
                               beyond, 1, base, seed_stats, seeds)]
     for m in je + rec:

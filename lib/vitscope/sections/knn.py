@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge_contrast, judge_depth_contrast
+from ..claims.verdict import ClaimResult, cannot_check, group_weights, judge_contrast, judge_depth_contrast
 from ..data import transform_key
 from ..devices import resolve_device
 from ..extract import FeatureStore, PooledTokens, extract
@@ -210,8 +210,7 @@ def tm_check(per_query_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
         out.append(cannot_check("TM-6.1a", "supervised minus the other models", "the profile lacks a supervised "
                                 "model or any other trained model"))
     else:
-        w = {**{m: 1 / len(sup) for m in sup}, **{m: -1 / len(others) for m in others}}
-        beyond = {**{m: 1 / len(sup) for m in sup}, base: -1.0} if base else None
+        w, beyond = group_weights(sup, others, base)
         out.append(judge_contrast("TM-6.1a", "supervised minus the other trained models", measure, last, w, beyond,
                                   1, base, seed_last, seeds))
     mae = [m for m in trained if family[m] == "masked-reconstruction"]
@@ -263,8 +262,7 @@ def om_check(per_query_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
             out.append(cannot_check("OM-2.1e", subject, "the profile lacks a joint-embedding or a reconstruction "
                                     "model"))
             continue
-        w = {**{m: 1 / len(je) for m in je}, **{m: -1 / len(rec) for m in rec}}
-        beyond = {**{m: 1 / len(je) for m in je}, base: -1.0} if base else None
+        w, beyond = group_weights(je, rec, base)
         out.append(judge_contrast("OM-2.1e", subject, f"k-NN accuracy (CLS; {', '.join(je)} minus {', '.join(rec)})",
                                   vals, w, beyond, 1, base, seed_stats, seeds))
     for m in rec:

@@ -24,7 +24,15 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge, judge_contrast, judge_depth_contrast, paired_contrast
+from ..claims.verdict import (
+    ClaimResult,
+    cannot_check,
+    group_weights,
+    judge,
+    judge_contrast,
+    judge_depth_contrast,
+    paired_contrast,
+)
 from ..data.davis import DavisVideos, read_frame
 from ..data.twins.davis import write_davis_twin
 from ..devices import one_cpu_thread, resolve_device
@@ -250,8 +258,7 @@ def tm_check(objects: pd.DataFrame, seeds=()) -> list[ClaimResult]:
         out.append(cannot_check(CLAIM, "DINO and MoCo minus the others", "the profile lacks a joint-embedding "
                                 "model or another trained model"))
     else:
-        w = {**{m: 1 / len(je) for m in je}, **{m: -1 / len(others) for m in others}}
-        beyond = {**{m: 1 / len(je) for m in je}, base: -1.0} if base else None
+        w, beyond = group_weights(je, others, base)
         out.append(judge_contrast(CLAIM, f"mean of {', '.join(je)} minus mean of {', '.join(others)}", measure,
                                   best, w, beyond, 1, base, seed_best, seeds, unit=UNIT))
     for m in [m for m in trained if family[m] in IMAGE_LEVEL]:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from ..claims.baseline import noise_seeds, untrained_baseline
-from ..claims.verdict import ClaimResult, cannot_check, judge_contrast, judge_depth_contrast
+from ..claims.verdict import ClaimResult, cannot_check, group_weights, judge_contrast, judge_depth_contrast
 from ..data import eval_transform, transform_key
 from ..data.manifest import load_fetch_spec
 from ..data.revisitop import GroundTruth, load_ground_truth, revisitop_database, revisitop_queries
@@ -223,8 +223,7 @@ def tm_check(per_query_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
         if not groups[high] or not groups[low]:
             out.append(cannot_check("TM-6.1b", subject, f"the profile lacks a {high} or a {low} model"))
             continue
-        w = {**{m: 1 / len(groups[high]) for m in groups[high]}, **{m: -1 / len(groups[low]) for m in groups[low]}}
-        beyond = {**{m: 1 / len(groups[high]) for m in groups[high]}, base: -1.0} if base else None
+        w, beyond = group_weights(groups[high], groups[low], base)
         out.append(judge_contrast("TM-6.1b", subject, measure, last, w, beyond, 1, base,
                                   seed_last if len(seeds) >= 2 else None, seeds, unit="queries"))
     def last_and_best_earlier(m):
