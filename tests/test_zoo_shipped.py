@@ -73,16 +73,13 @@ def test_cards_match_the_code_that_retrains_them(shipped):
     import json
 
     from vitscope.zoo.objectives import OBJECTIVES
-    from vitscope.zoo.train import BUDGETS, COMMON, FIRST_ZOO_BUDGETS, FIRST_ZOO_SEED, SEEDS
+    from vitscope.zoo.train import BUDGETS, COMMON
     for name, card in shipped.items():
         objective = card["objective"]
         assert card["objective_hparams"] == json.loads(json.dumps(OBJECTIVES[objective].HPARAMS)), name
         budget = {**BUDGETS[objective], **COMMON}
-        second = (card["steps"], card["batch_size"], card["seed"]) == (budget["steps"], budget["batch_size"],
-                                                                       SEEDS[objective])
-        first = ((card["steps"], card["batch_size"], card["seed"])
-                 == (*FIRST_ZOO_BUDGETS[objective].values(), FIRST_ZOO_SEED))
-        assert second or first, f"{name}: card's steps / batch / seed match neither zoo's recipe"
+        # the second zoo replaces the first one model at a time; a card must be one of the two recipes
+        assert cards.recipe_of(card) in ("first zoo", "second zoo"), f"{name}: steps / batch / seed match neither"
         for key in ("lr", "weight_decay", "warmup_frac", "min_lr_frac", "clip_grad", "autocast"):
             assert card["optimizer"][key] == budget[key], (name, key)
         assert card["eval"]["readout"] == OBJECTIVES[objective].readout, name
@@ -142,3 +139,13 @@ def test_shipped_zoo_cnn_weights_reproduce_their_card_knn():
         now = evaluate_backbone(CNN_BACKBONE.load(path, "cpu"), card["eval"]["protocol"], knn_only=True,
                                 readouts=(r,))[r]["knn_top1"]
         assert abs(now - card["eval"]["trained"][r]["knn_top1"]) <= 2e-3, name
+
+
+def test_recipe_of_tells_the_two_zoos_apart():
+    from vitscope.zoo.train import BUDGETS, FIRST_ZOO_BUDGETS, FIRST_ZOO_SEED, SEEDS
+    second = {"objective": "mae", "steps": BUDGETS["mae"]["steps"], "batch_size": BUDGETS["mae"]["batch_size"],
+              "seed": SEEDS["mae"]}
+    first = {**second, **FIRST_ZOO_BUDGETS["mae"], "seed": FIRST_ZOO_SEED}
+    assert cards.recipe_of(second) == "second zoo" and cards.recipe_of(first) == "first zoo"
+    assert cards.recipe_of({**second, "seed": FIRST_ZOO_SEED}) == "other"      # second budget, shared seed
+    assert cards.recipe_of({**second, "steps": 50}) == "other"                   # a --steps run

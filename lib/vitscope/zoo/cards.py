@@ -167,9 +167,25 @@ def curves_table(cards: dict[str, dict], kind: str = "loss") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "step", "value"])
 
 
+def recipe_of(card: dict) -> str:
+    """Which zoo recipe a ViT card was trained with: "second zoo" (``train.BUDGETS`` steps and batch, the objective's
+    own seed in ``train.SEEDS``), "first zoo" (``train.FIRST_ZOO_BUDGETS``, seed 0) or "other" (e.g. ``--steps``)."""
+    from .train import BUDGETS, FIRST_ZOO_BUDGETS, FIRST_ZOO_SEED, SEEDS
+
+    objective, got = card["objective"], (card["steps"], card["batch_size"], card["seed"])
+    if objective in BUDGETS and got == (BUDGETS[objective]["steps"], BUDGETS[objective]["batch_size"],
+                                        SEEDS[objective]):
+        return "second zoo"
+    first = FIRST_ZOO_BUDGETS.get(objective)
+    if first and got == (first["steps"], first["batch_size"], FIRST_ZOO_SEED):
+        return "first zoo"
+    return "other"
+
+
 def goals_table(cards: dict[str, dict]) -> pd.DataFrame:
     """Per model: the k-NN goal (``GOALS``), the card's k-NN, whether it is met, the shortfall in points, the final
-    loss against the trivial level, and the plateau step (from the card's ``structure``, if recorded)."""
+    loss against the trivial level, the plateau step (from the card's ``structure``, if recorded), the recipe
+    (:func:`recipe_of`) and the device it was trained on."""
     rows = []
     for name, c in cards.items():
         r = c["eval"]["readout"]
@@ -177,7 +193,8 @@ def goals_table(cards: dict[str, dict]) -> pd.DataFrame:
         plateau = c.get("structure", {}).get("plateau", {}).get("step")
         rows.append({"model": name, "goal k-NN": goal, "k-NN": knn, "met": bool(knn >= goal),
                      "shortfall (points)": max(0.0, 100 * (goal - knn)), "final loss": c["final_loss"],
-                     "trivial loss": trivial_loss(c), "plateau step": plateau, "steps": c["steps"]})
+                     "trivial loss": trivial_loss(c), "plateau step": plateau, "steps": c["steps"],
+                     "recipe": recipe_of(c), "trained on": c["device"]})
     return pd.DataFrame(rows).set_index("model")
 
 
