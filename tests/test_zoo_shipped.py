@@ -5,12 +5,14 @@ The card's held-out k-NN accuracy is recomputed from the shipped fp16 file under
 reduction-order differences between machines and thread counts (the training host is recorded in the card); on
 the training machine the number is reproduced exactly.
 """
+import numpy as np
 import pytest
+import torch
 
 from vitscope.models import MODELS, list_models
 from vitscope.zoo import MODEL_NAMES, cards, weights_dir
 from vitscope.zoo.data import NUM_CLASSES
-from vitscope.zoo.evaluate import knn_accuracy_for_weights
+from vitscope.zoo.evaluate import knn_accuracy_for_weights, load_backbone
 from vitscope.zoo.objectives import BACKBONE_ARCH, BACKBONE_KWARGS
 
 KNN_TOLERANCE = 0.005          # absolute, on a fraction; = 5 of the 1,000 held-out images
@@ -149,3 +151,26 @@ def test_recipe_of_tells_the_two_zoos_apart():
     assert cards.recipe_of(second) == "second zoo" and cards.recipe_of(first) == "first zoo"
     assert cards.recipe_of({**second, "seed": FIRST_ZOO_SEED}) == "other"      # second budget, shared seed
     assert cards.recipe_of({**second, "steps": 50}) == "other"                   # a --steps run
+
+
+def test_every_card_records_structure_and_one_model_reproduces_it(shipped):
+    """Issue 10: each card records per-block attention distance and entropy against uniform, and the CKA to its own
+    initialisation (``vitscope zoo card --all``); the shipped weights reproduce them (one model recomputed here)."""
+    from vitscope.zoo.objectives import create_backbone
+    from vitscope.zoo.structure import attention_structure, cka_to_init, structure_images
+    depth = BACKBONE_KWARGS["depth"]
+    for name, card in shipped.items():
+        s = card.get("structure")
+        assert s, f"{name}: no structure block; run `vitscope zoo card --model {name}`"
+        assert len(s["attention"]["distance"]) == len(s["attention"]["entropy"]) == len(s["cka_to_init"]) == depth
+        assert all(0 < e <= s["attention"]["uniform_entropy"] + 1e-6 for e in s["attention"]["entropy"]), name
+    name = "zoo-supervised"
+    card = shipped[name]
+    images = structure_images()
+    model = load_backbone(weights_dir() / card["weights"])
+    now = attention_structure(model, images)
+    np.testing.assert_allclose(now["distance"], card["structure"]["attention"]["distance"], atol=1e-3)
+    np.testing.assert_allclose(now["entropy"], card["structure"]["attention"]["entropy"], atol=1e-3)
+    torch.manual_seed(card["seed"])
+    np.testing.assert_allclose(cka_to_init(model, create_backbone(), images), card["structure"]["cka_to_init"],
+                               atol=1e-3)
