@@ -210,10 +210,6 @@ def judge_depth_contrast(claim: str, subject: str, measure: str, values_at, choo
     (:func:`vitscope.kernels.stats.seed_floor` with weights [1, -1]): how much the contrast moves with the
     initialisation alone. Fewer than two seeds: no floor.
     """
-    import torch
-
-    from ..kernels.stats import seed_floor
-
     def slots(m, prefix=""):
         last, other = choose(m)
         return {f"{prefix}last": values_at(m, last), f"{prefix}other": values_at(m, other)}
@@ -223,14 +219,26 @@ def judge_depth_contrast(claim: str, subject: str, measure: str, values_at, choo
     if base is not None:
         values |= slots(base, "base_")
         beyond_w = {**w, "base_last": -sign, "base_other": sign}
-    floor = None
-    if len(seeds) >= 2:
-        d = []
-        for s in seeds:
-            v = slots(s)
-            d.append(sign * (float(torch.as_tensor(v["last"], dtype=torch.float64).mean())
-                             - float(torch.as_tensor(v["other"], dtype=torch.float64).mean())))
-        floor = seed_floor(d, [1.0, -1.0])
+    floor = depth_seed_floor(values_at, choose, seeds, sign)
     beyond = paired_contrast(values, beyond_w, unit) if beyond_w else None
     return judge(claim, subject, measure, paired_contrast(values, w, unit), beyond, expected, base, floor,
                  floor if beyond_w else None, tuple(seeds) if floor is not None else ())
+
+
+def depth_seed_floor(values_at, choose, seeds, sign: float = 1.0) -> float | None:
+    """The seed floor of a within-model depth contrast: on each untrained seed ``s``, the contrast
+    ``d_s = sign * (mean at last - mean at other)`` with ``(last, other) = choose(s)`` and the rows of
+    ``values_at(s, block)``; the floor is their spread ``max d_s - min d_s`` (:func:`vitscope.kernels.stats.seed_floor`
+    with weights [1, -1]). ``None`` with fewer than two seeds (a spread needs two)."""
+    import torch
+
+    from ..kernels.stats import seed_floor
+
+    if len(seeds) < 2:
+        return None
+    d = []
+    for s in seeds:
+        last, other = choose(s)
+        d.append(sign * (float(torch.as_tensor(values_at(s, last), dtype=torch.float64).mean())
+                         - float(torch.as_tensor(values_at(s, other), dtype=torch.float64).mean())))
+    return seed_floor(d, [1.0, -1.0])

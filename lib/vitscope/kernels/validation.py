@@ -45,9 +45,6 @@ def check_same_rows(a: Tensor, b: Tensor, names: tuple[str, str]) -> int:
     return a.shape[0]
 
 
-
-
-
 def check_labels(y, n: int, name: str, num_classes: int | None = None) -> Tensor:
     """Integer class labels ``[n]`` in ``[0, num_classes)``."""
     if not isinstance(y, Tensor) or y.ndim != 1 or y.is_floating_point() or y.dtype == torch.bool:

@@ -27,6 +27,7 @@ from ..claims.baseline import noise_seeds, untrained_baseline
 from ..claims.verdict import (
     ClaimResult,
     cannot_check,
+    depth_seed_floor,
     group_weights,
     judge,
     judge_contrast,
@@ -40,7 +41,6 @@ from ..extract import FeatureStore
 from ..extract.dense import SHORT_SIDE_FACTOR, dense_tokens, model_geometry, resize_mask
 from ..kernels import propagation as prop
 from ..kernels import segmentation_metrics as seg
-from ..kernels.stats import seed_floor
 from ..profiles import Profile
 from .common import load_for_analysis
 
@@ -291,10 +291,8 @@ def local_check(objects: pd.DataFrame, trained: list[str], blocks: dict, base: s
                 {f"{prefix}{m}@early": w, f"{prefix}{m}@last": -w})
 
     seeds = [x for x in seeds if x in blocks]
-    floor = None
-    if len(seeds) >= 2:
-        d = [float(_jf(objects, x, blocks[x][1]).mean() - _jf(objects, x, blocks[x][2]).mean()) for x in seeds]
-        floor = seed_floor(d, [1.0, -1.0])
+    floor = depth_seed_floor(lambda m, b: _jf(objects, m, b), lambda m: (blocks[m][2], blocks[m][1]), seeds,
+                             sign=-1.0)
 
     def row(subject, models):
         values, w = {}, {}

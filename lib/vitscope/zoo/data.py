@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data import synthetic as syn
 from ..models.registry import ZOO_PREPROCESS
+from ..validation import check_int
 
 TRAIN_SEED = 1000
 HELDOUT_SEED = 2000
@@ -114,6 +115,7 @@ def render_set(per_class: int, seed: int, *, size: int = IMAGE_SIZE, render_size
         raise ValueError(f"num_classes must be in [1, {NUM_CLASSES}]; got {num_classes}")
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1; got {per_class}")
+    check_int(workers, "workers")
     meta = {"generator_version": syn.GENERATOR_VERSION, "per_class": per_class, "seed": seed, "size": size,
             "render_size": render_size, "num_classes": num_classes}
     key = "scenes-v{generator_version}-s{seed}-n{per_class}-c{num_classes}-{render_size}to{size}".format(**meta)
@@ -128,8 +130,6 @@ def render_set(per_class: int, seed: int, *, size: int = IMAGE_SIZE, render_size
     masks = np.empty((n, size, size), dtype=np.uint8)
     labels = np.repeat(np.arange(num_classes), per_class)
     jobs = [(label, i) for label in range(num_classes) for i in range(per_class)]
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1; got {workers}")
     render = partial(_render_job, seed=seed, size=size, render_size=render_size)
     with (multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else nullcontext()) as pool:
         results = pool.imap(render, jobs, chunksize=64) if pool is not None else map(render, jobs)
