@@ -1,14 +1,17 @@
 """Mutation testing of vitscope with mutmut 3 (issue 17): run it, then print the score per package and the survivors.
 
-    python tools/mutate.py                          # everything but the zoo trainer, fast tests (hours on 2 cores)
+    python tools/mutate.py                          # kernels, extract, models, data, sections (hours on 2 cores)
+    python tools/mutate.py --only extract           # one package, against the tests tools/mutmut.toml names for it
     python tools/mutate.py --only data/transforms.py --tests tests/test_data.py     # one module: a minute
     python tools/mutate.py --report [--diffs]       # the last run's table again, with each survivor's diff
+    python tools/mutate.py --only extract --rerun   # after writing tests: only the survivors again
+    python tools/mutate.py --only extract --report --record    # the scores into tests/mutation_scores.json
 
 Why a runner: mutmut imports the mutated copy from ``src/`` (or the root), while vitscope lives in ``lib/`` and is
 installed editable, so run in place every test would import the unmutated package and every mutant would survive.
-The runner lays the package out as ``src/vitscope`` in a scratch folder (``<cache>/mutate``), with the tests and
-the project files they read, writes mutmut's settings (``tools/mutmut.toml``) into that folder's pyproject.toml
-and runs ``mutmut run`` there. The checkout is never modified, so it is safe while others work in it.
+The runner lays the package out as ``src/vitscope`` in a scratch folder (``<cache>/mutate/<package>``), with the
+tests and the project files they read, writes mutmut's settings (``tools/mutmut.toml``) into that folder's
+pyproject.toml and runs ``mutmut run`` there. The checkout is never modified, so it is safe while others work in it.
 
 Score = killed / (mutants - equivalent), per package; a timeout counts as killed (the tests noticed). Equivalent
 mutants are listed, each with its reason, in ``tests/equivalent_mutants.md`` and reviewed like code.
@@ -22,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -30,6 +34,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ROOT / "tools" / "mutmut.toml"
 EQUIVALENTS = ROOT / "tests" / "equivalent_mutants.md"
+SCORES = ROOT / "tests" / "mutation_scores.json"  # committed: a full run takes hours, the book only reads it
 TARGET_PACKAGES = ("kernels", "extract", "models", "data", "sections")  # issue 17: >= 90 % each
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
 NOT_RUN = {"not checked", "skipped", "check was interrupted by user"}
@@ -66,9 +71,23 @@ def mutmut_settings(only: list[str], tests: list[str]) -> dict:
                                  "(data/transforms.py) under lib/vitscope.")
             patterns.append(f"src/vitscope/{item}" + ("" if item.endswith(".py") else "/*"))
         settings["only_mutate"] = patterns
+    if not tests and only:
+        tests = package_tests(only)
     if tests:
         settings["pytest_add_cli_args_test_selection"] = [*tests, "-m", "not slow"]
     return settings
+
+
+def package_tests(only: list[str]) -> list[str]:
+    """The test files tools/mutmut.toml names for the packages in ``only`` (globs expanded, sorted, unique)."""
+    table = tomllib.loads(SETTINGS.read_text()).get("tool", {}).get("vitscope-mutate", {}).get("tests", {})
+    packages = {item.strip("/").split("/")[0] for item in only}
+    unknown = sorted(packages - set(table))
+    if unknown:
+        raise SystemExit(f"--only {', '.join(unknown)}: tools/mutmut.toml names no tests for it; add it to "
+                         "[tool.vitscope-mutate.tests] or pass --tests.")
+    files = {str(path.relative_to(ROOT)) for pkg in packages for pattern in table[pkg] for path in ROOT.glob(pattern)}
+    return sorted(files)
 
 
 def prepare(workdir: Path, settings: dict, resume: bool) -> None:
@@ -95,11 +114,17 @@ def prepare(workdir: Path, settings: dict, resume: bool) -> None:
     (workdir / "pyproject.toml").write_text("\n".join(lines) + "\n")
 
 
-def run_mutmut(workdir: Path, max_children: int) -> int:
+def run_mutmut(workdir: Path, max_children: int, names: list[str] = ()) -> int:
+    """``mutmut run`` in ``workdir``; with ``names``, only those mutants, run again whatever their last result."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITSCOPE_")}  # paths resolve in workdir
     env.pop("PYTHONPATH", None)
     mutmut = Path(sys.executable).with_name("mutmut")
-    return subprocess.call([str(mutmut), "run", "--max-children", str(max_children)], cwd=workdir, env=env)
+    return subprocess.call([str(mutmut), "run", "--max-children", str(max_children), *names], cwd=workdir, env=env)
+
+
+def undetected(workdir: Path) -> list[str]:
+    """The mutants of the last run that no test detected (survived, no tests, ...): what ``--rerun`` runs again."""
+    return sorted(name for name, st in collect(workdir).items() if st not in DETECTED | NOT_RUN)
 
 
 def equivalent_mutants() -> set[str]:
@@ -117,19 +142,33 @@ def collect(workdir: Path) -> dict[str, str]:
     return status
 
 
+def mutant_diff(workdir: Path, name: str) -> str:
+    """The unified diff of one mutant, read in-process (``mutmut show`` per survivor re-imports mutmut each time)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    module = name.split("__mutmut_")[0].rsplit(".", 1)[0]  # vitscope.data.fetch.x_f -> vitscope.data.fetch
+    parts = module.split(".")
+    for candidate in (Path("src", *parts).with_suffix(".py"), Path("src", *parts, "__init__.py")):
+        if (workdir / candidate).exists():
+            break
+    cwd = Path.cwd()
+    try:
+        os.chdir(workdir)  # mutmut reads mutants/<path> relative to the working directory
+        return get_diff_for_mutant(name, path=candidate)
+    except Exception as error:  # noqa: BLE001 - a diff that cannot be read must not hide the rest of the report
+        return f"(no diff: {error})"
+    finally:
+        os.chdir(cwd)
+
+
 def package_of(name: str) -> str:
     """vitscope.data.transforms.x_eval_transform__mutmut_3 -> 'data'; a top-level module is its own package."""
     parts = name.split(".")
     return parts[1] if len(parts) > 3 else parts[1] + " (module)"
 
 
-def report(workdir: Path, diffs: bool, fail_under: float | None) -> int:
-    status = collect(workdir)
-    if not status:
-        print(f"No mutmut results under {workdir / 'mutants'}: run without --report first.")
-        return 1
-    equivalent = equivalent_mutants()
-    stale = sorted(equivalent - set(status))
+def tally(status: dict[str, str], equivalent: set[str]) -> tuple[dict[str, Counter], dict[str, list[str]]]:
+    """Counts per package (mutants, equivalent, killed, not run, and each surviving status) and the survivors."""
     by_package: dict[str, Counter] = defaultdict(Counter)
     survivors: dict[str, list[str]] = defaultdict(list)
     for name, st in status.items():
@@ -145,6 +184,41 @@ def report(workdir: Path, diffs: bool, fail_under: float | None) -> int:
         else:
             by_package[pkg][st] += 1
             survivors[pkg].append(f"{name}  [{st}]")
+    return by_package, survivors
+
+
+def score_of(counts: Counter) -> float:
+    """Killed / judged (mutants less those not run), in percent; NaN when nothing was judged."""
+    judged = counts["mutants"] - counts["not run"]
+    return 100.0 * counts["killed"] / judged if judged else float("nan")
+
+
+def record(workdir: Path, by_package: dict[str, Counter], path: Path) -> None:
+    """Merge this run's per-package counts into ``path`` (the Reliability page's table), with commit and tests."""
+    settings = tomllib.loads((workdir / "pyproject.toml").read_text())["tool"]["mutmut"]
+    tests = [t for t in settings.get("pytest_add_cli_args_test_selection", []) if t.startswith("tests")]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    rows = json.loads(path.read_text()) if path.is_file() else {}
+    for pkg, c in by_package.items():
+        judged = c["mutants"] - c["not run"]
+        rows[pkg] = {"mutants": c["mutants"], "equivalent": c["equivalent"], "killed": c["killed"],
+                     "survived": judged - c["killed"] - c["no tests"], "no tests": c["no tests"],
+                     "not run": c["not run"], "score": round(score_of(c), 1) if judged else None,
+                     "tests": tests, "commit": commit, "date": time.strftime("%Y-%m-%d")}
+    path.write_text(json.dumps(dict(sorted(rows.items())), indent=1) + "\n")
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    print(f"\nrecorded {', '.join(sorted(by_package))} in {shown}")
+
+
+def report(workdir: Path, diffs: bool, fail_under: float | None, record_to: Path | None = None) -> int:
+    status = collect(workdir)
+    if not status:
+        print(f"No mutmut results under {workdir / 'mutants'}: run without --report first.")
+        return 1
+    equivalent = equivalent_mutants()
+    stale = sorted(equivalent - set(status))
+    by_package, survivors = tally(status, equivalent)
     print(f"\nmutmut results in {workdir}  (score = killed / (mutants - equivalent - not run))\n")
     header = f"{'package':<18}{'mutants':>8}{'equiv':>7}{'killed':>8}{'survived':>9}{'no tests':>9}{'other':>7}" \
              f"{'score':>8}"
@@ -154,7 +228,7 @@ def report(workdir: Path, diffs: bool, fail_under: float | None) -> int:
         c = by_package[pkg]
         judged = c["mutants"] - c["not run"]
         other = judged - c["killed"] - c["survived"] - c["no tests"]
-        score = 100.0 * c["killed"] / judged if judged else float("nan")
+        score = score_of(c)
         print(f"{pkg:<18}{c['mutants']:>8}{c['equivalent']:>7}{c['killed']:>8}{c['survived']:>9}"
               f"{c['no tests']:>9}{other:>7}{score:>7.1f}%" + (f"  ({c['not run']} not run)" if c["not run"] else ""))
         if fail_under is not None and pkg in TARGET_PACKAGES and judged and score < fail_under:
@@ -167,11 +241,9 @@ def report(workdir: Path, diffs: bool, fail_under: float | None) -> int:
         for line in sorted(survivors[pkg], key=_natural):
             print("  " + line)
             if diffs:
-                name = line.split()[0]
-                mutmut = Path(sys.executable).with_name("mutmut")
-                shown = subprocess.run([str(mutmut), "show", name], cwd=workdir, capture_output=True, text=True,
-                                        check=False)
-                print("    " + (shown.stdout or shown.stderr).strip().replace("\n", "\n    "))
+                print("    " + mutant_diff(workdir, line.split()[0]).strip().replace("\n", "\n    "))
+    if record_to is not None:
+        record(workdir, by_package, record_to)
     if failing:
         print(f"\nbelow {fail_under}%: " + ", ".join(failing))
         return 1
@@ -187,23 +259,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=[], metavar="PATH",
                         help="mutate only these packages/modules under lib/vitscope (e.g. data, data/transforms.py)")
     parser.add_argument("--tests", nargs="+", default=[], metavar="TEST",
-                        help="run only these tests (default: all fast tests)")
+                        help="run only these tests (default: the tests tools/mutmut.toml names for the --only "
+                             "packages, else all fast tests)")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="parallel mutant workers")
-    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: <cache>/mutate)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="one scratch folder for all of --only (default: <cache>/mutate/<package> each)")
     parser.add_argument("--resume", action="store_true", help="keep the scratch folder's earlier results")
     parser.add_argument("--report", action="store_true", help="only print the last run's results")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run the last run's undetected mutants again (after adding tests); same --only needed")
     parser.add_argument("--diffs", action="store_true", help="print each survivor's diff")
     parser.add_argument("--fail-under", type=float, default=None,
                         help=f"exit 1 if a package of {TARGET_PACKAGES} scores below this percentage")
+    parser.add_argument("--record", action="store_true",
+                        help=f"merge the per-package scores into {SCORES.relative_to(ROOT)} (the Reliability page)")
     args = parser.parse_args(argv)
-    workdir = (args.workdir or default_workdir()).resolve()
-    if not args.report:
-        prepare(workdir, mutmut_settings(args.only, args.tests), args.resume)
+    record_to = SCORES if args.record else None
+    if args.workdir is not None:  # one scratch folder for whatever --only names
+        return run_one(args.workdir.resolve(), args.only, args, record_to)
+    # One scratch folder per package (<cache>/mutate/<package>), each against its own tests, one after another.
+    by_package: dict[str, list[str]] = defaultdict(list)
+    for item in args.only or TARGET_PACKAGES:
+        by_package[item.strip("/").split("/")[0]].append(item)
+    codes = [run_one(default_workdir() / pkg, items, args, record_to) for pkg, items in by_package.items()]
+    return max(codes)
+
+
+def run_one(workdir: Path, only: list[str], args, record_to: Path | None) -> int:
+    """Run (or re-run, or only report) one scratch folder, then print its report."""
+    if args.rerun:
+        names = undetected(workdir)
+        if not names:
+            print(f"No undetected mutants in {workdir}: nothing to run again.")
+            return report(workdir, args.diffs, args.fail_under, record_to)
+        prepare(workdir, mutmut_settings(only, args.tests), resume=True)
+        print(f"running {len(names)} undetected mutants again against today's tests")
+        code = run_mutmut(workdir, args.max_children, names)
+        if code:
+            print(f"mutmut run exited with {code}; the results so far follow.")
+    elif not args.report:
+        prepare(workdir, mutmut_settings(only, args.tests), args.resume)
         code = run_mutmut(workdir, args.max_children)
         if code:
             print(f"mutmut run exited with {code}; the results so far follow.")
-    return report(workdir, args.diffs, args.fail_under)
-
+    return report(workdir, args.diffs, args.fail_under, record_to)
 
 if __name__ == "__main__":
     sys.exit(main())

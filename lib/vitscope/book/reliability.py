@@ -69,3 +69,40 @@ def table(tests_dir: Path | None = None):
     out["outcome"] = out["outcome"].fillna("not run yet")
     out["run"] = out["run"].fillna("")
     return out.sort_values(["kind", "test"]).reset_index(drop=True)
+
+
+#: The packages issue 17 holds to a mutation score, and the score each must reach (percent of non-equivalent
+#: mutants killed by that package's fast tests).
+MUTATION_PACKAGES = ("kernels", "extract", "models", "data", "sections")
+MUTATION_TARGET = 90.0
+
+
+def mutation_scores_path() -> Path:
+    """``tests/mutation_scores.json``: written by ``tools/mutate.py --record`` (hours of CPU), read by the book."""
+    return project_root() / "tests" / "mutation_scores.json"
+
+
+def mutation_table(path: Path | None = None):
+    """One row per target package: the last recorded ``make mutate`` counts and score, or "not measured yet".
+
+    Columns: package, mutants, equivalent, killed, survived, no tests, score (percent of the mutants that ran),
+    target met, commit, date. The scores are read from the committed file, never recomputed by the book.
+    """
+    import pandas as pd
+
+    path = path or mutation_scores_path()
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    rows = []
+    for pkg in MUTATION_PACKAGES:
+        r = recorded.get(pkg)
+        if r is None:
+            rows.append({"package": pkg, "target met": "not measured yet"})
+            continue
+        score = r.get("score")
+        rows.append({"package": pkg, "mutants": r["mutants"] - r.get("not run", 0), "equivalent": r["equivalent"],
+                     "killed": r["killed"], "survived": r["survived"], "no tests": r["no tests"], "score": score,
+                     "target met": "yes" if score is not None and score >= MUTATION_TARGET else "no",
+                     "commit": r.get("commit", ""), "date": r.get("date", "")})
+    columns = ["package", "mutants", "equivalent", "killed", "survived", "no tests", "score", "target met",
+               "commit", "date"]
+    return pd.DataFrame(rows, columns=columns)
