@@ -22,6 +22,7 @@ from vitscope.models import (
     MODELS,
     CheckpointError,
     CheckpointMismatchError,
+    ConversionError,
     UnknownModelError,
     WeightsUnavailableError,
     create_model,
@@ -473,3 +474,75 @@ def test_malicious_pickle_never_runs(tmp_path):
     # the same file, fully unpickled, would have planted the file: the test can fail
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+# ----------------------------------------------------------------------- converters, the releases' other wrappers
+
+def _t(i: float) -> torch.Tensor:
+    return torch.full((2,), float(i))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_beit_reads_a_module_wrapped_file():
+    """unilm's checkpoints wrap the weights in "model", some re-saves in "module": both are read."""
+    inner = {"cls_token": _t(1), "mask_token": _t(2), "lm_head.weight": _t(3),
+             "blocks.0.attn.relative_position_index": _t(4), "blocks.0.gamma_1": _t(5)}
+    expected = {"cls_token": _t(1), "blocks.0.gamma_1": _t(5)}
+    assert _same(CONVERTERS["beit_pt22k"]({"module": inner}), expected)
+    assert _same(CONVERTERS["beit_pt22k"]({"model": inner}), expected)
+
+
+def test_mocov3_vit_reads_a_file_saved_without_ddp():
+    """A checkpoint saved from the unwrapped model has ``base_encoder.*`` without DDP's ``module.``."""
+    sd = {"base_encoder.cls_token": _t(1), "base_encoder.head.0.weight": _t(2), "momentum_encoder.cls_token": _t(3),
+          "predictor.0.weight": _t(4)}
+    assert _same(CONVERTERS["mocov3_vit"]({"state_dict": sd}), {"cls_token": _t(1)})
+    assert _same(CONVERTERS["mocov3_resnet"]({"state_dict": {"base_encoder.conv1.weight": _t(1),
+                                                              "base_encoder.fc.0.weight": _t(2)}}),
+                 {"conv1.weight": _t(1)})
+
+
+def test_openai_clip_unwraps_state_dict_and_passes_timm_names_through():
+    timm_names = {"cls_token": _t(1), "blocks.0.norm1.weight": _t(2)}
+    assert _same(CONVERTERS["openai_clip"]({"state_dict": timm_names}), timm_names)
+    src = create_model("clip", **VIT, num_classes=16)
+    openai = _to_openai_clip(src.state_dict())
+    direct, wrapped = CONVERTERS["openai_clip"](openai), CONVERTERS["openai_clip"]({"state_dict": openai})
+    assert set(direct) >= set(src.state_dict()) - {"head.bias"} and _same(direct, wrapped)
+
+
+def test_mocov3_resnet_refuses_a_file_without_the_base_encoder():
+    with pytest.raises(ConversionError) as err:
+        CONVERTERS["mocov3_resnet"]({"state_dict": {"conv1.weight": _t(1), "fc.weight": _t(2)}})
+    assert str(err.value) == ("no key starts with any of ('module.base_encoder.', 'base_encoder.'); first keys are: "
+                              "conv1.weight, fc.weight")
+
+
+def test_dino_resnet_reads_a_state_dict_wrapper_and_keeps_unprefixed_names():
+    sd = {"conv1.weight": _t(1), "bn1.running_mean": _t(2), "fc.weight": _t(3)}
+    out = CONVERTERS["dino_resnet"]({"state_dict": sd})
+    assert set(out) == {"conv1.weight", "bn1.running_mean", "bn1.num_batches_tracked"}
+    assert torch.equal(out["conv1.weight"], _t(1)) and out["bn1.num_batches_tracked"].item() == 0
+
+
+def test_msn_keeps_the_encoder_with_or_without_ddp_prefix_and_drops_every_head():
+    heads = {"fc.0.weight": _t(9), "pred.0.weight": _t(9), "predictor.0.weight": _t(9), "prototypes": _t(9)}
+    trunk = {"cls_token": _t(1), "blocks.0.attn.qkv.weight": _t(2)}
+    expected = dict(trunk)
+    assert _same(CONVERTERS["msn"]({"target_encoder": {**trunk, **heads}}), expected)
+    ddp = {f"module.{k}": v for k, v in {**trunk, **heads}.items()}
+    assert _same(CONVERTERS["msn"]({"target_encoder": ddp, "encoder": {"x": _t(0)}}), expected)
+
+
+def test_openai_clip_reads_a_ddp_prefixed_file_and_upcasts_only_floats():
+    src = create_model("clip", **VIT, num_classes=16)
+    openai = {k: v.half() if v.is_floating_point() else v for k, v in _to_openai_clip(src.state_dict()).items()}
+    plain = CONVERTERS["openai_clip"](openai)
+    ddp = CONVERTERS["openai_clip"]({f"module.{k}" if k.startswith("visual.") else k: v for k, v in openai.items()})
+    assert _same(plain, ddp)
+    with_int = CONVERTERS["openai_clip"]({**openai, "visual.counter": torch.tensor([3], dtype=torch.long)})
+    assert with_int["counter"].dtype == torch.long
+    assert all(v.dtype == torch.float32 for k, v in with_int.items() if k != "counter")
