@@ -546,3 +546,11 @@ def test_openai_clip_reads_a_ddp_prefixed_file_and_upcasts_only_floats():
     with_int = CONVERTERS["openai_clip"]({**openai, "visual.counter": torch.tensor([3], dtype=torch.long)})
     assert with_int["counter"].dtype == torch.long
     assert all(v.dtype == torch.float32 for k, v in with_int.items() if k != "counter")
+
+
+def test_layout_error_lists_the_first_five_keys():
+    sd = {f"layer{i}.weight": _t(i) for i in range(7)}
+    with pytest.raises(ConversionError) as err:
+        CONVERTERS["mocov3_vit"](sd)
+    assert str(err.value).endswith("first keys are: layer0.weight, layer1.weight, layer2.weight, layer3.weight, "
+                                   "layer4.weight")

@@ -20,7 +20,7 @@ class Product:
     Extraction streams each captured tensor to :meth:`consume` as soon as its block has run, so only one block's
     tensors are alive at a time and peak memory does not depend on the number of images or of blocks.
     Call order: ``start`` once, then per batch ``begin_batch``, ``consume`` for every (site, block), ``end_batch``;
-    ``finish`` returns the tensors to store. ``update(captured)`` feeds one batch of collected tensors at once.
+    ``finish`` returns the tensors to store.
     """
 
     name: str = ""
@@ -49,15 +49,6 @@ class Product:
 
     def end_batch(self) -> None:
         pass
-
-    def update(self, captured: dict[str, list[torch.Tensor]]) -> None:
-        """One batch of collected tensors ``{site: [per-block tensor]}`` (as :meth:`Capture.collect` returns)."""
-        first = next(iter(captured.values()))[0]
-        self.begin_batch(first.shape[0])
-        for site in self.sites:
-            for block, x in enumerate(captured[site]):
-                self.consume(site, block, x)
-        self.end_batch()
 
     def finish(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
