@@ -43,7 +43,7 @@ def _image(i, name, h=10, w=14):
 def test_parts_use_only_the_valid_polygons_and_count_every_skip(tmp_path):
     anns = [_ann(0, 1, 1, [[1, 1, 3, 3]]),                              # a 4-number polygon only: skipped
             _ann(1, 1, 2, [[0, 0, 1, 1, 2]]),                           # odd length: skipped
-            _ann(2, 1, 0, [SQUARE, [8, 1, 12, 5], [9, 9, 10, 9]])]      # the square only, not the "box" polygons
+            _ann(2, 1, 0, [[8, 1, 12, 5], SQUARE, [9, 9, 10, 9]])]      # the square only, not "boxes"
     data = PartImageNet(_root(tmp_path, {"train": [_image(1, "n1_0.JPEG")]}, {"train": anns}), splits=("train",))
     masks, labels = data.parts(0)
     expected = torch.zeros(1, 10, 14, dtype=torch.bool)

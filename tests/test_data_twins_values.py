@@ -120,6 +120,13 @@ def test_query_box_is_the_masks_box_padded_by_the_margin_and_clipped(pixels, box
     assert trev._box(mask) == box
 
 
+def test_query_box_clips_x_at_the_width_and_y_at_the_height():
+    mask = np.zeros((10, 30), bool)           # wider than tall: the two sides clip at different places
+    mask[9, 29] = True
+    assert trev._box(mask) == [27.0, 7.0, 30.0, 10.0]
+    assert trev._box(mask.T.copy()) == [7.0, 27.0, 10.0, 30.0]
+
+
 # --- revisitop twin: the views -----------------------------------------------------------------------------------
 
 

@@ -54,9 +54,9 @@ def _occlude(image: np.ndarray, mask: np.ndarray, share: float, rng: np.random.G
 
 def _box(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
-    side = mask.shape[0]
+    height, width = mask.shape
     return [float(max(0, xs.min() - BOX_MARGIN)), float(max(0, ys.min() - BOX_MARGIN)),
-            float(min(side, xs.max() + 1 + BOX_MARGIN)), float(min(side, ys.max() + 1 + BOX_MARGIN))]
+            float(min(width, xs.max() + 1 + BOX_MARGIN)), float(min(height, ys.max() + 1 + BOX_MARGIN))]
 
 
 def _draw(label: int, identity: dict | None, kind: str, size: int, rng: np.random.Generator):
