@@ -94,6 +94,7 @@ def test_products_match_direct_computation(tiny_vit, dataset, tmp_path):
     torch.testing.assert_close(out["cls"]["mean"][1],
                                attention_k.cls_attention_map(ref["attn"][1]).mean(0).float(), atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(out["pooled"]["mean"][:, 0], ref["block"][0][:, 1:].mean(1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["pooled"]["cls"][:, 2], ref["block"][2][:, 0], atol=1e-5, rtol=1e-4)
     # batches of 8, 8, 8, 6; rows: block0..2 then norm1.0..2; the second batch is examples 8..15
     grams = out["grams"]
     assert sorted(grams) == ["batch0000", "batch0001", "batch0002", "batch0003"]
