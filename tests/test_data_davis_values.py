@@ -160,9 +160,10 @@ def test_index_messages(tmp_path):
         Image.new("RGB", (6, 4)).save(base / "JPEGImages" / "480p" / "z" / f"{t:05d}.jpg")
     with pytest.raises(ValueError) as err:
         dv.DavisVideos(tmp_path)
-    assert str(err.value) == ("DAVIS video 'z': frames and annotations do not pair up (e.g. no annotation for "
-                              "['00000', '00001', '00002', '00003', '00004']); every frame of the semi-supervised val "
-                              f"set has one. Re-extract the release: `vitscope data fetch davis2017 --root {tmp_path}`.")
+    assert str(err.value) == (
+        "DAVIS video 'z': frames and annotations do not pair up (e.g. no annotation for "
+        "['00000', '00001', '00002', '00003', '00004']); every frame of the semi-supervised val "
+        f"set has one. Re-extract the release: `vitscope data fetch davis2017 --root {tmp_path}`.")
 
 
 def test_annotation_size_and_mode_messages(tmp_path):
@@ -177,5 +178,6 @@ def test_annotation_size_and_mode_messages(tmp_path):
     Image.new("RGB", (2, 2)).save(rgb)
     with pytest.raises(ValueError) as err:
         dv.read_annotation(rgb)
-    assert str(err.value) == (f"DAVIS annotation {rgb} is a 'RGB' image; DAVIS annotations are palette ('P') PNGs "
-                              "whose pixel values are object ids. Re-extract the release, or save indices, not colours.")
+    assert str(err.value) == (
+        f"DAVIS annotation {rgb} is a 'RGB' image; DAVIS annotations are palette ('P') PNGs "
+        "whose pixel values are object ids. Re-extract the release, or save indices, not colours.")

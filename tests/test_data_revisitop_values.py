@@ -162,9 +162,9 @@ def test_missing_root_and_missing_file_messages(tmp_path):
     nowhere = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError) as err:
         rv.dataset_dir(nowhere, "roxford5k")
-    assert str(err.value) == (f"revisitop root {nowhere} does not exist. Expected {nowhere}/roxford5k/gnd_roxford5k.pkl "
-                              f"and {nowhere}/roxford5k/jpg/; fetch it with `vitscope data fetch revisitop --root "
-                              f"{nowhere}`.")
+    assert str(err.value) == (
+        f"revisitop root {nowhere} does not exist. Expected {nowhere}/roxford5k/gnd_roxford5k.pkl "
+        f"and {nowhere}/roxford5k/jpg/; fetch it with `vitscope data fetch revisitop --root {nowhere}`.")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError) as err:

@@ -217,7 +217,8 @@ def report(workdir: Path, diffs: bool, fail_under: float | None, record_to: Path
         print(f"No mutmut results under {workdir / 'mutants'}: run without --report first.")
         return 1
     equivalent = equivalent_mutants()
-    stale = sorted(equivalent - set(status))
+    modules = {name.split("__mutmut_")[0].rsplit(".", 1)[0] for name in status}  # what this run mutated
+    stale = sorted(e for e in equivalent - set(status) if e.split("__mutmut_")[0].rsplit(".", 1)[0] in modules)
     by_package, survivors = tally(status, equivalent)
     print(f"\nmutmut results in {workdir}  (score = killed / (mutants - equivalent - not run))\n")
     header = f"{'package':<18}{'mutants':>8}{'equiv':>7}{'killed':>8}{'survived':>9}{'no tests':>9}{'other':>7}" \
