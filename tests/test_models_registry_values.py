@@ -253,3 +253,119 @@ def test_fetch_release_failure_says_where_to_put_the_file(monkeypatch, tmp_path)
         f"could not download the weights of model 'beit' from {cfg.url} to {target} (PermissionError: 403 "
         f"Forbidden). Download the file by hand and either put it at {target} or pass "
         "load_model('beit', weights=PATH).")
+
+
+# ----------------------------------------------------------------------------- reading and checking files
+
+def test_weights_origin_of_shipped_and_random_entries():
+    zoo = get_cfg("zoo-clip")
+    assert zoo.weights_origin() == (f"{PACKAGED_WEIGHTS / 'zoo-clip.safetensors'} (shipped with vitscope; rebuild "
+                                    "with `vitscope zoo train --model zoo-clip`)")
+    assert get_cfg("random-b").weights_origin() == "random init, seed 101"
+    assert loading.weights_origin("random-b") == "random init, seed 101"
+    assert get_cfg("mocov3").weights_origin() == get_cfg("mocov3").url
+
+
+def test_safetensors_and_legacy_pickles_are_read(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2])}
+    save_file(sd, tmp_path / "w.safetensors")
+    torch.save(sd, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)   # not a zip: not TorchScript
+    assert not loading._is_torchscript(tmp_path / "legacy.pth")
+    for name in ("w.safetensors", "legacy.pth"):
+        got = loading.read_checkpoint(tmp_path / name)
+        assert set(got) == {"w", "b"} and all(torch.equal(got[k], sd[k]) for k in sd)
+
+
+def test_a_checkpoint_saved_on_a_gpu_is_read_on_the_cpu(tmp_path, monkeypatch):
+    """Releases are saved from CUDA tensors; reading one on a machine without a GPU must map them to the CPU."""
+    path = tmp_path / "cuda.pth"
+    monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")  # what a GPU run writes
+    torch.save({"w": torch.ones(3)}, path)
+    monkeypatch.undo()
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=True)          # the file really says cuda:0
+    got = loading.read_checkpoint(path)
+    assert got["w"].device.type == "cpu" and torch.equal(got["w"], torch.ones(3))
+
+
+class _Opaque:
+    """A harmless class: safe loading must still refuse to build it from a file."""
+
+
+def test_safe_loading_holds_even_when_the_environment_asks_for_unsafe_defaults(tmp_path, monkeypatch):
+    """``weights_only=True`` is passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD changes only the default."""
+    path = tmp_path / "odd.pth"
+    torch.save({"w": torch.ones(1), "extra": _Opaque()}, path)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(loading.CheckpointError, match="refuses a Python object"):
+        loading.read_checkpoint(path)
+
+
+def test_a_file_holding_something_else_than_a_dict_is_refused(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([torch.ones(1)], path)
+    with pytest.raises(loading.CheckpointError) as err:
+        loading.read_checkpoint(path)
+    assert str(err.value) == f"checkpoint file {path} holds a list, not a state dict"
+
+
+def _small_vit():
+    return loading.create_model("random-a", depth=1, num_classes=0)
+
+
+def test_mismatch_message_lists_ten_keys_then_counts_the_rest():
+    model = _small_vit()
+    sd = dict(model.state_dict())
+    own = list(sd)
+    for k in own[:11]:
+        del sd[k]
+    with pytest.raises(loading.CheckpointMismatchError) as err:
+        loading.check_state_dict(sd, model, path="f.pth", cfg=get_cfg("random-a"))
+    missing = sorted(own[:11])
+    assert str(err.value) == (
+        "checkpoint f.pth does not match model 'random-a' (timm vit_tiny_patch16_224, converter 'identity'):\n"
+        f"  11 missing keys: {', '.join(missing[:10])}, ... (+1 more)\n"
+        "  Expected the release from random init, seed 100; if arch overrides were given, check they match the file.")
+
+
+def test_mismatch_message_for_ten_keys_lists_them_all_and_names_non_tensors():
+    model = _small_vit()
+    sd = dict(model.state_dict())
+    own = list(sd)
+    for k in own[:10]:
+        del sd[k]
+    sd[own[10]] = 3  # not a tensor: its "shape" is named as such
+    with pytest.raises(loading.CheckpointMismatchError) as err:
+        loading.check_state_dict(sd, model, path="f.pth", cfg=get_cfg("random-a"))
+    lines = str(err.value).split("\n")
+    assert lines[1] == f"  10 missing keys: {', '.join(sorted(own[:10]))}"
+    assert lines[2] == (f"  1 shape mismatches: {own[10]}: checkpoint <int, not a tensor> vs model "
+                        f"{tuple(model.state_dict()[own[10]].shape)}")
+
+
+def test_only_unexpected_keys_are_a_mismatch_too():
+    model = _small_vit()
+    with pytest.raises(loading.CheckpointMismatchError, match="1 unexpected keys: extra"):
+        loading.check_state_dict({**model.state_dict(), "extra": torch.ones(1)}, model, path="f",
+                                 cfg=get_cfg("random-a"))
+    loading.check_state_dict(dict(model.state_dict()), model, path="f", cfg=get_cfg("random-a"))  # exact: passes
+
+
+def test_classifier_keys_are_dropped_only_for_a_headless_timm_model(caplog):
+    headless, with_head = _small_vit(), loading.create_model("random-a", depth=1, num_classes=3)
+    sd = {**headless.state_dict(), "head.weight": torch.ones(3, 192), "head.bias": torch.ones(3)}
+    with caplog.at_level("INFO", logger="vitscope.models.loading"):
+        kept = loading._drop_absent_classifier(sd, headless)
+    assert set(kept) == set(headless.state_dict())
+    assert caplog.messages == ["model has no classifier; ignoring checkpoint keys ['head.weight', 'head.bias']"]
+    assert loading._drop_absent_classifier(sd, with_head) == sd
+    plain = torch.nn.Linear(2, 2)  # not a timm model: no pretrained_cfg, nothing to decide
+    assert loading._drop_absent_classifier(sd, plain) == sd
+
+
+def test_load_model_moves_the_model_to_the_device():
+    model = loading.load_model("random-a", device="meta", depth=1)
+    assert model.pos_embed.device.type == "meta" and not model.training
