@@ -190,6 +190,20 @@ def test_create_model_of_a_random_entry_is_seeded_and_leaves_the_global_rng_alon
     c = loading.create_model("random-b", depth=1)
     assert torch.equal(a.pos_embed, b.pos_embed)
     assert not torch.equal(a.pos_embed, c.pos_embed)
+    assert len(a.blocks) == 1 and len(loading.create_model("fs", depth=1).blocks) == 1  # overrides reach timm
+
+
+@pytest.mark.parametrize("name", ["random-a", "fs", "clip", "beit"])
+def test_timm_data_config_agrees_with_the_registry_preprocess(name):
+    """timm's own data config (what ``timm.data.create_transform`` would use) is overlaid with our Preprocess."""
+    import timm.data
+
+    cfg = get_cfg(name)
+    model = loading.create_model(name, depth=1)
+    data = timm.data.resolve_data_config({}, model=model)
+    pre = cfg.preprocess
+    assert data["mean"] == pre.mean and data["std"] == pre.std and data["interpolation"] == pre.interpolation
+    assert data["crop_pct"] == pytest.approx(pre.crop / pre.resize)
 
 
 def test_list_models_filters_by_paper_and_rejects_unknown_papers():

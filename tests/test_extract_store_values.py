@@ -1,0 +1,63 @@
+"""FeatureStore.memo's two reads, in this process (issue 17: the multi-process test in test_cache_lock.py runs memo in
+child processes, which mutation testing does not see).
+
+A stored entry is served without touching its lock (a reader never waits for a computation it does not need), and an
+entry another holder stores while memo waits for the lock is served after the wait, not computed a second time.
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from vitscope.extract import FeatureStore
+from vitscope.extract import store as store_mod
+
+KEY = {"features": "abc", "k": 3}
+STORED = torch.arange(12, dtype=torch.float64).reshape(3, 4)
+OTHER = -torch.ones(3, 4, dtype=torch.float64)
+
+
+def test_a_stored_entry_is_served_while_its_lock_is_held(tmp_path):
+    store = FeatureStore(tmp_path, lock_timeout=0.2)
+    store.put("m", "kmeans", KEY, {"y": STORED})
+    calls = []
+    with store_mod.file_lock(store.lock_path("m", "kmeans", KEY)):     # another holder: its own open file
+        got = store.memo("m", "kmeans", KEY, lambda: calls.append(1) or {"y": OTHER})
+    assert calls == [] and sorted(got) == ["y"] and torch.equal(got["y"], STORED)
+
+
+def test_memo_serves_what_another_holder_stored_while_it_waited(tmp_path):
+    store = FeatureStore(tmp_path, lock_timeout=60)
+    real_get, first_miss = store.get, threading.Event()
+
+    def get(*args):                                   # tells the test when memo's first read has missed
+        hit = real_get(*args)
+        first_miss.set()
+        return hit
+
+    store.get = get
+    calls, result = [], {}
+
+    def ask():
+        result["got"] = store.memo("m", "kmeans", KEY, lambda: calls.append(1) or {"y": OTHER})
+
+    with store_mod.file_lock(store.lock_path("m", "kmeans", KEY)):
+        waiter = threading.Thread(target=ask)
+        waiter.start()
+        first_miss.wait(30)                            # memo missed and now waits for the lock held here
+        FeatureStore(tmp_path).put("m", "kmeans", KEY, {"y": STORED})
+    waiter.join(60)
+    assert not waiter.is_alive()
+    assert calls == [] and torch.equal(result["got"]["y"], STORED)
+    assert torch.equal(real_get("m", "kmeans", KEY)["y"], STORED)
+
+
+def test_memo_computes_and_stores_a_missing_entry_once(tmp_path):
+    store = FeatureStore(tmp_path)
+    calls = []
+    first = store.memo("m", "kmeans", KEY, lambda: calls.append(1) or {"y": STORED})
+    again = store.memo("m", "kmeans", KEY, lambda: calls.append(1) or {"y": OTHER})
+    assert calls == [1] and torch.equal(first["y"], STORED) and torch.equal(again["y"], STORED)
+    assert torch.equal(store.get("m", "kmeans", KEY)["y"], STORED)
+    assert store.get("m", "kmeans", {**KEY, "k": 4}) is None and store.get("m", "other", KEY) is None
