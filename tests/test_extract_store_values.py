@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
 from vitscope.extract import FeatureStore
@@ -61,3 +62,30 @@ def test_memo_computes_and_stores_a_missing_entry_once(tmp_path):
     assert calls == [1] and torch.equal(first["y"], STORED) and torch.equal(again["y"], STORED)
     assert torch.equal(store.get("m", "kmeans", KEY)["y"], STORED)
     assert store.get("m", "kmeans", {**KEY, "k": 4}) is None and store.get("m", "other", KEY) is None
+
+
+def test_a_shard_state_holding_overlapping_views_of_one_buffer_round_trips(tmp_path):
+    # safetensors refuses tensors that share memory with overlap: each view is stored on its own (a copy)
+    store = FeatureStore(tmp_path)
+    buf = torch.arange(10, dtype=torch.float64)
+    whole = torch.arange(6, dtype=torch.int64)
+    state = {"head": buf[:4], "tail": buf[2:7], "whole": whole, "pair": (whole[1:3], [buf[5:]]), "n": 3, "x": None}
+    store.put_shard("m", KEY, state, 2)
+    got, next_batch = store.get_shard("m", KEY)
+    assert next_batch == 2 and sorted(got) == sorted(state) and got["n"] == 3 and got["x"] is None
+    for a, b in ((got["head"], buf[:4]), (got["tail"], buf[2:7]), (got["whole"], whole),
+                 (got["pair"][0], whole[1:3]), (got["pair"][1][0], buf[5:])):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert isinstance(got["pair"], tuple) and isinstance(got["pair"][1], list)
+
+
+@pytest.mark.parametrize("state, shown", [({"$t": 1, "a": 2}, "[\"'$t'\", \"'a'\"]"),
+                                          ({"a": {"$tuple": []}}, "[\"'$tuple'\"]"),
+                                          ({1: torch.zeros(1)}, "['1']"),
+                                          # the first five keys in sorted order, however many there are
+                                          ({"$g": 0, **dict.fromkeys("abcdef", 1)},
+                                           "[\"'$g'\", \"'a'\", \"'b'\", \"'c'\", \"'d'\"]")])
+def test_a_shard_state_refuses_keys_that_are_not_plain_strings(tmp_path, state, shown):
+    with pytest.raises(TypeError) as err:
+        FeatureStore(tmp_path).put_shard("m", KEY, state, 1)
+    assert str(err.value) == f"state dicts need str keys not starting with '$'; got {shown}"

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 
 from vitscope.extract import AlignedAttention, ClsAttention, ClsMapStats, GramMatrices, QueryAttention, layer_labels
 from vitscope.extract import attention_map_products
+from vitscope.extract.cnn_capture import CnnCapture, cnn_geometry
 from vitscope.extract.dense import model_geometry, resize_for_tiling, resize_mask
 from vitscope.extract.iou_products import AttentionIoU, spatial_mean_maps
-from vitscope.extract.products import AttentionDistance, PooledTokens
+from vitscope.extract.products import AttentionDistance, PooledTokens, Product
 
 # ------------------------------------------------------------------------------------------------ model_geometry
 
@@ -294,3 +295,38 @@ def test_layer_labels_are_site_major_and_one_based():
     assert layer_labels(GramMatrices(capture_sites=("fc1", "norm1")), 2) == [("fc1", 1), ("fc1", 2), ("norm1", 1),
                                                                              ("norm1", 2)]
     assert layer_labels(GramMatrices(), 0) == []
+
+
+class Unresumable(Product):
+    name = "unresumable"
+
+
+def test_state_dict_errors_name_the_product_and_the_fields():
+    with pytest.raises(NotImplementedError) as err:
+        Unresumable().state_dict()
+    assert str(err.value) == "Unresumable declares no state_fields: it cannot be resumed"
+    for product, state, expected in ((Unresumable(), {}, "[]"), (ClsAttention(), {"_sum": None}, "['_count', '_sum']")):
+        with pytest.raises(ValueError) as err:
+            product.load_state_dict(state)
+        assert str(err.value) == (f"{type(product).__name__}: a saved state holds {sorted(state)}, expected "
+                                  f"{expected}; the shard belongs to another version of it")
+
+
+# ------------------------------------------------------------------------------------------------ CNN capture
+
+
+def _tiny_resnet():
+    return timm.create_model("resnet18", layers=(1, 2, 1, 1), channels=(8, 16, 24, 32), num_classes=0).eval()
+
+
+def test_cnn_geometry_is_exactly_the_documented_dict():
+    assert cnn_geometry(_tiny_resnet()) == {"kind": "cnn", "depth": 5, "n_prefix": 0, "embed_dim": 32,
+                                            "stage_ends": (0, 2, 3, 4), "stage_blocks": (1, 2, 1, 1)}
+
+
+@pytest.mark.parametrize("sites, named", [({"attn", "block"}, "['attn']"), ({"qkv", "norm1"}, "['norm1', 'qkv']")])
+def test_cnn_capture_refuses_vit_sites_naming_them(sites, named):
+    with pytest.raises(ValueError) as err:
+        CnnCapture(_tiny_resnet(), sites)
+    assert str(err.value) == (f"capture site(s) {named} do not exist in a CNN; CNN sites: ('block',) (stage outputs "
+                              "are block rows: stage_rows(geometry))")

@@ -123,8 +123,9 @@ def run_mutmut(workdir: Path, max_children: int, names: list[str] = ()) -> int:
 
 
 def undetected(workdir: Path) -> list[str]:
-    """The mutants of the last run that no test detected (survived, no tests, ...): what ``--rerun`` runs again."""
-    return sorted(name for name, st in collect(workdir).items() if st not in DETECTED | NOT_RUN)
+    """The mutants of the last run that no test detected (survived, no tests, ...) or that did not run (the run
+    was cut short): what ``--rerun`` runs (again)."""
+    return sorted(name for name, st in collect(workdir).items() if st not in DETECTED)
 
 
 def equivalent_mutants() -> set[str]:
