@@ -66,7 +66,7 @@ def test_memo_computes_and_stores_a_missing_entry_once(tmp_path):
 
 def test_a_shard_state_holding_overlapping_views_of_one_buffer_round_trips(tmp_path):
     # safetensors refuses tensors that share memory with overlap: each view is stored on its own (a copy)
-    store = FeatureStore(tmp_path)
+    store = FeatureStore(tmp_path / "new" / "cache")                  # a root not made yet: every folder is created
     buf = torch.arange(10, dtype=torch.float64)
     whole = torch.arange(6, dtype=torch.int64)
     state = {"head": buf[:4], "tail": buf[2:7], "whole": whole, "pair": (whole[1:3], [buf[5:]]), "n": 3, "x": None}

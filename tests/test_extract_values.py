@@ -15,8 +15,15 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from vitscope.extract import AlignedAttention, ClsAttention, ClsMapStats, GramMatrices, QueryAttention, layer_labels
-from vitscope.extract import attention_map_products
+from vitscope.extract import (
+    AlignedAttention,
+    ClsAttention,
+    ClsMapStats,
+    GramMatrices,
+    QueryAttention,
+    attention_map_products,
+    layer_labels,
+)
 from vitscope.extract.cnn_capture import CnnCapture, cnn_geometry
 from vitscope.extract.dense import model_geometry, resize_for_tiling, resize_mask
 from vitscope.extract.iou_products import AttentionIoU, spatial_mean_maps
