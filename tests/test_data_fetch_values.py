@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from vitscope.data import fetch
 from vitscope.data.archives import _MAX_LINK_HOPS, _resolve
 
@@ -78,3 +80,17 @@ def test_verify_without_a_split_folder_reads_the_root_and_lists_five_without_ell
 def test_verify_is_quiet_when_every_folder_is_full(tmp_path, monkeypatch):
     _layout(tmp_path, monkeypatch, ["a", "b"], 2, {"a": ["1.jpg", "2.jpg"], "b": ["1.png", "2.png", "3.png"]})
     assert fetch._imagefolder_problems("m", tmp_path, "FIX") == []
+
+
+# ----------------------------------------------------------------------------- ImageFolderSubset's selection
+
+def test_imagefolder_subset_names_short_class_folders_whole(tmp_path):
+    from vitscope.data import ImageFolderSubset, load_manifest, write_imagefolder_twin
+
+    manifest = load_manifest("imagenet50")
+    root = write_imagefolder_twin(tmp_path / "twin", manifest.wnids[:7], 2, size=16, seed=0, progress=False)
+    with pytest.raises(ValueError) as err:
+        ImageFolderSubset(root, manifest, per_class=3, num_classes=7)
+    shown = ", ".join(f"{w} (2)" for w in manifest.wnids[:5])
+    assert str(err.value) == (f"7 class folder(s) under {root / 'train'} hold fewer than per_class=3 images: {shown}. "
+                              "Pass a smaller per_class or complete the dataset.")
