@@ -554,3 +554,9 @@ def test_layout_error_lists_the_first_five_keys():
         CONVERTERS["mocov3_vit"](sd)
     assert str(err.value).endswith("first keys are: layer0.weight, layer1.weight, layer2.weight, layer3.weight, "
                                    "layer4.weight")
+
+
+def test_dino_resnet_drops_the_head_of_an_unprefixed_teacher():
+    out = CONVERTERS["dino_resnet"]({"teacher": {"conv1.weight": _t(1), "head.mlp.0.weight": _t(2),
+                                                 "head.last_layer.weight_g": _t(3)}})
+    assert _same(out, {"conv1.weight": _t(1)})
