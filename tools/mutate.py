@@ -269,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="keep the scratch folder's earlier results")
     parser.add_argument("--report", action="store_true", help="only print the last run's results")
     parser.add_argument("--rerun", action="store_true",
-                        help="run the last run's undetected mutants again (after adding tests); same --only needed")
+                        help="run the mutants not known to be killed (survivors, no tests, not run) again, e.g. "
+                             "after adding tests; mutmut also forgets the kills of functions the new tests reach, "
+                             "so run --rerun until nothing is left to run")
     parser.add_argument("--diffs", action="store_true", help="print each survivor's diff")
     parser.add_argument("--fail-under", type=float, default=None,
                         help=f"exit 1 if a package of {TARGET_PACKAGES} scores below this percentage")
