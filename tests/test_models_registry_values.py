@@ -193,7 +193,12 @@ def test_create_model_of_a_random_entry_is_seeded_and_leaves_the_global_rng_alon
     assert len(a.blocks) == 1 and len(loading.create_model("fs", depth=1).blocks) == 1  # overrides reach timm
 
 
-@pytest.mark.parametrize("name", ["random-a", "fs", "clip", "beit"])
+_OWN = ModelCfg("own", "Own", "random", ("demo",), "vit_tiny_patch16_224", source="random",
+                preprocess=Preprocess(mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), resize=40, crop=32,
+                                      interpolation="bilinear"))  # nothing like timm's defaults for the arch
+
+
+@pytest.mark.parametrize("name", ["random-a", "fs", "clip", "beit", _OWN])
 def test_timm_data_config_agrees_with_the_registry_preprocess(name):
     """timm's own data config (what ``timm.data.create_transform`` would use) is overlaid with our Preprocess."""
     import timm.data
