@@ -388,3 +388,21 @@ def test_classifier_keys_are_dropped_only_for_a_headless_timm_model(caplog):
 def test_load_model_moves_the_model_to_the_device():
     model = loading.load_model("random-a", device="meta", depth=1)
     assert model.pos_embed.device.type == "meta" and not model.training
+
+
+def test_unknown_names_always_get_the_closest_name_and_the_full_list():
+    import difflib
+
+    closest = difflib.get_close_matches("qqqq", list(MODELS), n=1, cutoff=0.0)[0]  # far from every name
+    with pytest.raises(UnknownModelError) as err:
+        get_cfg("qqqq")
+    assert str(err.value) == f"unknown model 'qqqq'. Did you mean {closest!r}? Known models: {', '.join(MODELS)}"
+
+
+def test_fine_tuned_names_go_to_the_fine_tune_resolver(monkeypatch):
+    import vitscope.finetune
+
+    seen = []
+    monkeypatch.setattr(vitscope.finetune, "resolve", lambda name: seen.append(name) or MODELS["fs"])
+    assert get_cfg("zoo-dino+ft@3") is MODELS["fs"] and seen == ["zoo-dino+ft@3"]
+    assert get_cfg("zoo-dino") is MODELS["zoo-dino"] and len(seen) == 1
