@@ -89,3 +89,20 @@ def test_a_shard_state_refuses_keys_that_are_not_plain_strings(tmp_path, state, 
     with pytest.raises(TypeError) as err:
         FeatureStore(tmp_path).put_shard("m", KEY, state, 1)
     assert str(err.value) == f"state dicts need str keys not starting with '$'; got {shown}"
+
+
+def test_tensor_digest_of_empty_and_filled_tensors_by_hand():
+    import hashlib
+
+    empty = torch.empty(0, 3)
+    assert store_mod.tensor_digest(empty) == hashlib.sha256(b"torch.float32|(0, 3)|").hexdigest()[:16]
+    t = torch.tensor([1, 2], dtype=torch.uint8)
+    assert store_mod.tensor_digest(t, empty) == hashlib.sha256(
+        b"torch.uint8|(2,)|\x01\x02" + b"torch.float32|(0, 3)|").hexdigest()[:16]
+
+
+def test_a_state_with_an_unstorable_object_is_refused_whole():
+    with pytest.raises(TypeError) as err:
+        store_mod._flatten({"a": [1, object()]}, {})
+    assert str(err.value) == ("cannot store a object in a shard; a product's state holds tensors, numbers, str, None "
+                              "and dicts/lists/tuples of them")

@@ -337,3 +337,46 @@ def test_cnn_capture_refuses_vit_sites_naming_them(sites, named):
         CnnCapture(_tiny_resnet(), sites)
     assert str(err.value) == (f"capture site(s) {named} do not exist in a CNN; CNN sites: ('block',) (stage outputs "
                               "are block rows: stage_rows(geometry))")
+
+
+def test_cnn_stages_need_all_four_resnet_layers_and_name_the_model_otherwise():
+    from torch import nn
+
+    from vitscope.extract.cnn_capture import cnn_stages
+
+    class ThreeLayers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer2, self.layer3, self.layer4 = nn.Sequential(), nn.Sequential(), nn.Sequential()
+
+    with pytest.raises(TypeError) as err:
+        cnn_stages(ThreeLayers())
+    assert str(err.value) == (
+        "ThreeLayers is neither a timm ViT (.blocks, .patch_embed) nor a timm CNN with residual stages "
+        "(.stages[i].blocks as ConvNeXt, .layer1-.layer4 as ResNet); capture supports those families.")
+    model = ThreeLayers()
+    model.layer1 = nn.Sequential(nn.Identity())
+    assert cnn_stages(model) == [model.layer1, model.layer2, model.layer3, model.layer4]
+
+
+def test_cls_map_stats_fixed_set_and_examples_in_one_batch():
+    """One batch of 6 images, 2 heads (so batch and head counts differ): the first half fixes the top tokens, the
+    second half is measured on them; the examples are float32 copies of the raw CLS maps, whatever the input dtype."""
+    from vitscope.extract.attention_products import reference_count
+    from vitscope.kernels import attention_maps as maps_k
+
+    g = torch.Generator().manual_seed(3)
+    attn = torch.softmax(torch.randn(6, 2, 17, 17, generator=g, dtype=torch.float64), dim=-1)  # 1 CLS + 4x4 grid
+    product = ClsMapStats(n_examples=3)
+    product.start({"depth": 1, "grid": (4, 4), "n_prefix": 1, "num_heads": 2, "embed_dim": 8}, 6)
+    product.begin_batch(6)
+    product.consume("attn", 0, attn)
+    product.end_batch()
+    out = product.finish()
+    k = reference_count(6)
+    m = maps_k.cls_maps(attn, 1).double()
+    top = maps_k.top_tokens(m[:k].sum(0))
+    assert torch.isnan(out["fixed"][:k]).all()
+    torch.testing.assert_close(out["fixed"][k:, 0], maps_k.mass_on(m[k:], top).float())
+    assert out["examples"].dtype == torch.float32 and out["examples"].shape == (3, 1, 2, 4, 4)
+    torch.testing.assert_close(out["examples"][:, 0], attn[:3, :, 0, 1:].reshape(3, 2, 4, 4).float())
