@@ -26,20 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-
-from .manifest import load_fetch_spec
 
 MANIFEST = "partimagenet"
 SPLITS = ("train", "val", "test")
 _REQUIRED = {"images": ("id", "file_name", "height", "width"),
              "annotations": ("id", "image_id", "category_id", "segmentation"),
              "categories": ("id", "name", "supercategory")}
-
-
-def manifest() -> dict:
-    """The parsed ``data_manifests/partimagenet.yml`` (source, licence, selection rule)."""
-    return yaml.safe_load(load_fetch_spec(MANIFEST).path.read_text())
 
 
 def _how_to_get(root: Path) -> str:
