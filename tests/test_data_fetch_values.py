@@ -94,3 +94,37 @@ def test_imagefolder_subset_names_short_class_folders_whole(tmp_path):
     shown = ", ".join(f"{w} (2)" for w in manifest.wnids[:5])
     assert str(err.value) == (f"7 class folder(s) under {root / 'train'} hold fewer than per_class=3 images: {shown}. "
                               "Pass a smaller per_class or complete the dataset.")
+
+
+# ----------------------------------------------------------------------------- archive member kinds
+
+def test_tar_member_kinds_by_type():
+    import tarfile
+
+    from vitscope.data.archives import _tar_kind
+
+    kinds = {tarfile.REGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
+             tarfile.LNKTYPE: "hardlink", tarfile.FIFOTYPE: "other", tarfile.CHRTYPE: "other"}
+    for type_, kind in kinds.items():
+        info = tarfile.TarInfo("m")
+        info.type = type_
+        assert _tar_kind(info) == kind, type_
+
+
+def test_zip_member_kinds_by_mode_bits():
+    import stat
+    import zipfile
+
+    from vitscope.data.archives import _zip_kind
+
+    def member(name, mode):
+        info = zipfile.ZipInfo(name)
+        info.external_attr = mode << 16
+        return info
+
+    assert _zip_kind(member("link", stat.S_IFLNK | 0o777)) == "symlink"
+    assert _zip_kind(member("folder/", stat.S_IFDIR | 0o755)) == "dir"
+    assert _zip_kind(member("folder/", 0)) == "dir"                      # DOS zips: the trailing slash says it
+    assert _zip_kind(member("a.txt", stat.S_IFREG | 0o644)) == "file"
+    assert _zip_kind(member("a.txt", 0)) == "file"                        # written by writestr or on Windows
+    assert _zip_kind(member("pipe", stat.S_IFIFO | 0o644)) == "other"
