@@ -329,3 +329,20 @@ def test_voc_palette_matches_the_bitget_colour_map_of_any_length():
         ref[:, j % 3] |= ((ids >> j) & 1) << (7 - j // 3)
     np.testing.assert_array_equal(palette[ids], ref)
     assert palette[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+
+
+def test_render_keeps_keypoints_on_the_crop_edges_inclusive(monkeypatch):
+    """Keypoints on every integer pixel of the full render: exactly the w x h of them inside the crop survive, the
+    first and last row and column included."""
+    def every_pixel(spec, uv, side):
+        ys, xs = np.mgrid[0:side, 0:side]
+        return np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+
+    monkeypatch.setattr(tspair, "to_pixels", every_pixel)
+    for index in range(4):
+        image, kps, _ = tspair._render(0, 3, index, (20, 22), np.zeros((1, 2)))
+        h, w = image.shape[:2]
+        inside = kps[np.isfinite(kps).all(1)]
+        assert len(inside) == w * h
+        assert inside[:, 0].min() == 0 and inside[:, 0].max() == w - 1
+        assert inside[:, 1].min() == 0 and inside[:, 1].max() == h - 1
