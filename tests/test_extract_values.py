@@ -380,3 +380,27 @@ def test_cls_map_stats_fixed_set_and_examples_in_one_batch():
     torch.testing.assert_close(out["fixed"][k:, 0], maps_k.mass_on(m[k:], top).float())
     assert out["examples"].dtype == torch.float32 and out["examples"].shape == (3, 1, 2, 4, 4)
     torch.testing.assert_close(out["examples"][:, 0], attn[:3, :, 0, 1:].reshape(3, 2, 4, 4).float())
+
+
+def test_query_positions_by_hand_and_clamped_at_the_last_row():
+    from vitscope.extract.attention_products import query_positions
+
+    assert query_positions(8) == [("centre", 4, 4), ("top-left", 1, 1)]         # int(0.5 * 8), int(0.15 * 8)
+    assert query_positions(14) == [("centre", 7, 7), ("top-left", 2, 2)]
+    assert query_positions(4, (("edge", 1.0, 0.99), ("corner", 0.0, 0.5))) == [("edge", 3, 3), ("corner", 0, 2)]
+
+
+def test_query_attention_reports_its_positions_and_the_mean_query_maps():
+    from vitscope.kernels import attention_maps as maps_k
+
+    g = torch.Generator().manual_seed(4)
+    attn = torch.softmax(torch.randn(3, 2, 17, 17, generator=g), dim=-1)      # 1 CLS + 4x4 grid
+    product = QueryAttention()
+    product.start({"depth": 1, "grid": (4, 4), "n_prefix": 1, "num_heads": 2, "embed_dim": 8}, 3)
+    product.begin_batch(3)
+    product.consume("attn", 0, attn)
+    product.end_batch()
+    out = product.finish()
+    assert out["positions"].tolist() == [[2, 2], [0, 0]]
+    expected = maps_k.query_maps(attn.double(), [(2, 2), (0, 0)], 1).mean(0)
+    torch.testing.assert_close(out["mean"][0], expected.float())
