@@ -31,11 +31,13 @@ from pathlib import Path
 
 import tomllib
 
+from vitscope.book.reliability import MUTATION_PACKAGES as TARGET_PACKAGES  # issue 17: >= 90 % each
+from vitscope.book.reliability import mutation_scores_path
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ROOT / "tools" / "mutmut.toml"
 EQUIVALENTS = ROOT / "tests" / "equivalent_mutants.md"
-SCORES = ROOT / "tests" / "mutation_scores.json"  # committed: a full run takes hours, the book only reads it
-TARGET_PACKAGES = ("kernels", "extract", "models", "data", "sections")  # issue 17: >= 90 % each
+SCORES = mutation_scores_path()  # tests/mutation_scores.json, committed: a full run takes hours, the book reads it
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
 NOT_RUN = {"not checked", "skipped", "check was interrupted by user"}
 MUTANT_NAME = re.compile(r"`(vitscope\.[\w.]+__mutmut_\d+)`")
@@ -81,7 +83,7 @@ def mutmut_settings(only: list[str], tests: list[str]) -> dict:
 def package_tests(only: list[str]) -> list[str]:
     """The test files tools/mutmut.toml names for the packages in ``only`` (globs expanded, sorted, unique)."""
     table = tomllib.loads(SETTINGS.read_text()).get("tool", {}).get("vitscope-mutate", {}).get("tests", {})
-    packages = {item.strip("/").split("/")[0] for item in only}
+    packages = {package_of_path(item) for item in only}
     unknown = sorted(packages - set(table))
     if unknown:
         raise SystemExit(f"--only {', '.join(unknown)}: tools/mutmut.toml names no tests for it; add it to "
@@ -125,7 +127,8 @@ def run_mutmut(workdir: Path, max_children: int, names: list[str] = ()) -> int:
 def undetected(workdir: Path) -> list[str]:
     """The mutants of the last run that no test detected (survived, no tests, ...) or that did not run (the run
     was cut short): what ``--rerun`` runs (again)."""
-    return sorted(name for name, st in collect(workdir).items() if st not in DETECTED)
+    equivalent = equivalent_mutants()  # out of every score: running them again would change nothing
+    return sorted(name for name, st in collect(workdir).items() if st not in DETECTED and name not in equivalent)
 
 
 def equivalent_mutants() -> set[str]:
@@ -147,8 +150,7 @@ def mutant_diff(workdir: Path, name: str) -> str:
     """The unified diff of one mutant, read in-process (``mutmut show`` per survivor re-imports mutmut each time)."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    module = name.split("__mutmut_")[0].rsplit(".", 1)[0]  # vitscope.data.fetch.x_f -> vitscope.data.fetch
-    parts = module.split(".")
+    parts = module_of(name).split(".")
     for candidate in (Path("src", *parts).with_suffix(".py"), Path("src", *parts, "__init__.py")):
         if (workdir / candidate).exists():
             break
@@ -160,6 +162,21 @@ def mutant_diff(workdir: Path, name: str) -> str:
         return f"(no diff: {error})"
     finally:
         os.chdir(cwd)
+
+
+def module_of(name: str) -> str:
+    """vitscope.data.fetch.x_verify__mutmut_3 -> 'vitscope.data.fetch' (the module a mutant belongs to)."""
+    return name.split("__mutmut_")[0].rsplit(".", 1)[0]
+
+
+def package_of_path(item: str) -> str:
+    """An --only item under lib/vitscope ('data', 'data/transforms.py') -> its package ('data')."""
+    return item.strip("/").split("/")[0]
+
+
+def judged_of(counts: Counter) -> int:
+    """The mutants that ran: all of a package's non-equivalent mutants less those a cut-short run never reached."""
+    return counts["mutants"] - counts["not run"]
 
 
 def package_of(name: str) -> str:
@@ -190,7 +207,7 @@ def tally(status: dict[str, str], equivalent: set[str]) -> tuple[dict[str, Count
 
 def score_of(counts: Counter) -> float:
     """Killed / judged (mutants less those not run), in percent; NaN when nothing was judged."""
-    judged = counts["mutants"] - counts["not run"]
+    judged = judged_of(counts)
     return 100.0 * counts["killed"] / judged if judged else float("nan")
 
 
@@ -202,7 +219,7 @@ def record(workdir: Path, by_package: dict[str, Counter], path: Path) -> None:
                             check=False).stdout.strip()
     rows = json.loads(path.read_text()) if path.is_file() else {}
     for pkg, c in by_package.items():
-        judged = c["mutants"] - c["not run"]
+        judged = judged_of(c)
         rows[pkg] = {"mutants": c["mutants"], "equivalent": c["equivalent"], "killed": c["killed"],
                      "survived": judged - c["killed"] - c["no tests"], "no tests": c["no tests"],
                      "not run": c["not run"], "score": round(score_of(c), 1) if judged else None,
@@ -218,8 +235,8 @@ def report(workdir: Path, diffs: bool, fail_under: float | None, record_to: Path
         print(f"No mutmut results under {workdir / 'mutants'}: run without --report first.")
         return 1
     equivalent = equivalent_mutants()
-    modules = {name.split("__mutmut_")[0].rsplit(".", 1)[0] for name in status}  # what this run mutated
-    stale = sorted(e for e in equivalent - set(status) if e.split("__mutmut_")[0].rsplit(".", 1)[0] in modules)
+    modules = {module_of(name) for name in status}  # what this run mutated
+    stale = sorted(e for e in equivalent - set(status) if module_of(e) in modules)
     by_package, survivors = tally(status, equivalent)
     print(f"\nmutmut results in {workdir}  (score = killed / (mutants - equivalent - not run))\n")
     header = f"{'package':<18}{'mutants':>8}{'equiv':>7}{'killed':>8}{'survived':>9}{'no tests':>9}{'other':>7}" \
@@ -228,7 +245,7 @@ def report(workdir: Path, diffs: bool, fail_under: float | None, record_to: Path
     failing = []
     for pkg in sorted(by_package):
         c = by_package[pkg]
-        judged = c["mutants"] - c["not run"]
+        judged = judged_of(c)
         other = judged - c["killed"] - c["survived"] - c["no tests"]
         score = score_of(c)
         print(f"{pkg:<18}{c['mutants']:>8}{c['equivalent']:>7}{c['killed']:>8}{c['survived']:>9}"
@@ -276,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-under", type=float, default=None,
                         help=f"exit 1 if a package of {TARGET_PACKAGES} scores below this percentage")
     parser.add_argument("--record", action="store_true",
-                        help=f"merge the per-package scores into {SCORES.relative_to(ROOT)} (the Reliability page)")
+                        help=f"merge the per-package scores into {SCORES} (the Reliability page)")
     args = parser.parse_args(argv)
     record_to = SCORES if args.record else None
     if args.workdir is not None:  # one scratch folder for whatever --only names
@@ -284,29 +301,25 @@ def main(argv: list[str] | None = None) -> int:
     # One scratch folder per package (<cache>/mutate/<package>), each against its own tests, one after another.
     by_package: dict[str, list[str]] = defaultdict(list)
     for item in args.only or TARGET_PACKAGES:
-        by_package[item.strip("/").split("/")[0]].append(item)
+        by_package[package_of_path(item)].append(item)
     codes = [run_one(default_workdir() / pkg, items, args, record_to) for pkg, items in by_package.items()]
     return max(codes)
 
 
 def run_one(workdir: Path, only: list[str], args, record_to: Path | None) -> int:
     """Run (or re-run, or only report) one scratch folder, then print its report."""
-    if args.rerun:
-        names = undetected(workdir)
-        if not names:
-            print(f"No undetected mutants in {workdir}: nothing to run again.")
-            return report(workdir, args.diffs, args.fail_under, record_to)
-        prepare(workdir, mutmut_settings(only, args.tests), resume=True)
-        print(f"running {len(names)} undetected mutants again against today's tests")
+    names = undetected(workdir) if args.rerun else []
+    if args.rerun and not names:
+        print(f"No undetected mutants in {workdir}: nothing to run again.")
+    elif args.rerun or not args.report:
+        prepare(workdir, mutmut_settings(only, args.tests), resume=args.resume or args.rerun)
+        if names:
+            print(f"running {len(names)} undetected mutants again against today's tests")
         code = run_mutmut(workdir, args.max_children, names)
         if code:
             print(f"mutmut run exited with {code}; the results so far follow.")
-    elif not args.report:
-        prepare(workdir, mutmut_settings(only, args.tests), args.resume)
-        code = run_mutmut(workdir, args.max_children)
-        if code:
-            print(f"mutmut run exited with {code}; the results so far follow.")
     return report(workdir, args.diffs, args.fail_under, record_to)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -85,10 +85,9 @@ def mutation_scores_path() -> Path:
 def mutation_table(path: Path | None = None):
     """One row per target package: the last recorded ``make mutate`` counts and score, or "not measured yet".
 
-    Columns: package, mutants (that ran), not run (a run cut short; those are out of the score, and "target met"
-    says "partial run"), equivalent,
-    killed, survived, no tests, score (percent of the mutants that ran), target met, commit, date. The scores are
-    read from the committed file, never recomputed by the book.
+    Columns: package, mutants (that ran), not run (a run cut short: out of the score, and "target met" then says
+    "partial run"), equivalent, killed, survived, no tests, score (percent of the mutants that ran), target met,
+    commit, date. The scores are read from the committed file, never recomputed by the book.
     """
     import pandas as pd
 
@@ -100,12 +99,12 @@ def mutation_table(path: Path | None = None):
         if r is None:
             rows.append({"package": pkg, "target met": "not measured yet"})
             continue
-        score = r.get("score")
-        rows.append({"package": pkg, "mutants": r["mutants"] - r.get("not run", 0), "not run": r.get("not run", 0),
-                     "equivalent": r["equivalent"],
-                     "killed": r["killed"], "survived": r["survived"], "no tests": r["no tests"], "score": score,
-                     "target met": ("partial run" if r.get("not run", 0)   # a partial score is never met
-                                    else "yes" if score is not None and score >= MUTATION_TARGET else "no"),
+        score, not_run = r.get("score"), r.get("not run", 0)
+        met = ("partial run" if not_run                      # a partial score is never met
+               else "yes" if score is not None and score >= MUTATION_TARGET else "no")
+        rows.append({"package": pkg, "mutants": r["mutants"] - not_run, "not run": not_run,
+                     "equivalent": r["equivalent"], "killed": r["killed"], "survived": r["survived"],
+                     "no tests": r["no tests"], "score": score, "target met": met,
                      "commit": r.get("commit", ""), "date": r.get("date", "")})
     columns = ["package", "mutants", "not run", "equivalent", "killed", "survived", "no tests", "score",
                "target met", "commit", "date"]
