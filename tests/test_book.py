@@ -136,9 +136,18 @@ def _dump_dom(exe: str, page: Path, tmp_path: Path) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
+PROBE_SUFFIX = ".vitscope-probe.html"
+
+
+def book_pages(site: Path) -> list[Path]:
+    """The built site's pages under ``book/``, sorted, without the measuring copies :func:`_measure` writes (a run
+    killed mid-page leaves one behind; it is not a page, and the next run would remove it while measuring its twin)."""
+    return sorted(p for p in (site / "book").rglob("*.html") if not p.name.endswith(PROBE_SUFFIX))
+
+
 def test_site_renders_offline_in_chromium(site, tmp_path):
     exe = _chromium()
-    pages = sorted((site / "book").rglob("*.html"))
+    pages = book_pages(site)
     redirect = re.search(r'url=([^"]+)"', (site / "index.html").read_text())
     assert redirect and (site / redirect.group(1)).is_file(), "index.html must lead to the intro page"
     math_pages = 0
@@ -228,7 +237,7 @@ def _measure(exe: str, page: Path, tmp_path: Path) -> dict:
     html = page.read_text()
     head = re.search(r"<head[^>]*>", html)
     assert head and "</body>" in html, f"{page.name}: no <head> or </body>"
-    probe = page.with_name(f"{page.stem}.vitscope-probe.html")
+    probe = page.with_name(page.stem + PROBE_SUFFIX)
     probe.write_text(html[:head.end()] + _ERROR_COLLECTOR + html[head.end():].replace("</body>", _MEASURER + "</body>"))
     try:
         width, height = READER_WINDOW
@@ -294,7 +303,7 @@ def test_every_page_passes_the_reader_checks(site, tmp_path):
 
     exe = _chromium()
     problems, figures = [], 0
-    for page in sorted((site / "book").rglob("*.html")):
+    for page in book_pages(site):
         measured = _measure(exe, page, tmp_path)
         figures += len(measured["images"])
         problems += reader_problems(measured, str(page.relative_to(site)), FIGURE_DPI, TICK_LABEL_PT)
