@@ -1,4 +1,5 @@
-"""The claims ledger: bootstrap kernels against NumPy, the verdict rule on constructed cases, the catalogue."""
+"""The claims ledger: the verdict rule on constructed cases, the catalogue (its bootstrap kernels:
+test_kernels_stats.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,85 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from vitscope import claims
 from vitscope.claims import CLAIMS, Interval, decide
-from vitscope.kernels import stats
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# ---------------------------------------------------------------- bootstrap kernels vs NumPy
-def test_bootstrap_indices_are_seeded_and_in_range():
-    a, b = stats.bootstrap_indices(7, 50, seed=3), stats.bootstrap_indices(7, 50, seed=3)
-    assert torch.equal(a, b) and a.shape == (50, 7) and int(a.min()) >= 0 and int(a.max()) <= 6
-    assert not torch.equal(a, stats.bootstrap_indices(7, 50, seed=4))
-    with pytest.raises(ValueError, match="n_resamples"):
-        stats.bootstrap_indices(7, 0, seed=0)
-
-
-def test_bootstrap_contrast_matches_numpy_paired_reference():
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(3, 40)) + np.array([[1.0], [0.5], [0.0]])
-    weights = np.array([0.5, 0.5, -1.0])
-    res = stats.bootstrap_contrast(torch.tensor(values), torch.tensor(weights), n_resamples=300, seed=1,
-                                   confidence=0.9)
-    idx = stats.bootstrap_indices(40, 300, seed=1).numpy()
-    reps = np.array([weights @ values[:, i].mean(1) for i in idx])      # the same draw for all models: paired
-    assert res["estimate"] == pytest.approx(weights @ values.mean(1))
-    assert (res["low"], res["high"]) == pytest.approx((np.quantile(reps, 0.05), np.quantile(reps, 0.95)))
-    assert res["n"] == 40
-
-
-def test_bootstrap_cka_contrast_matches_numpy_ratio_of_means():
-    rng = np.random.default_rng(1)
-    ab, aa, bb = rng.uniform(0.2, 0.8, (12, 4)), rng.uniform(1, 2, (12, 4)), rng.uniform(1, 2, (12, 4))
-    w = np.array([1.0, 1.0, -1.0, -1.0]) / 2
-    res = stats.bootstrap_cka_contrast(*(torch.tensor(t) for t in (ab, aa, bb)), torch.tensor(w), n_resamples=200,
-                                       seed=0, confidence=0.95)
-
-    def cka(i):
-        return ab[i].mean(0) / np.sqrt(aa[i].mean(0) * bb[i].mean(0))
-
-    reps = np.array([w @ cka(i) for i in stats.bootstrap_indices(12, 200, seed=0).numpy()])
-    assert res["estimate"] == pytest.approx(w @ cka(np.arange(12)))
-    assert (res["low"], res["high"]) == pytest.approx((np.quantile(reps, 0.025), np.quantile(reps, 0.975)))
-
-
-def test_percentile_interval_is_nan_when_a_replicate_is_undefined():
-    assert np.isnan(stats.percentile_interval(torch.tensor([0.1, float("nan"), 0.3]), 0.95)).all()
-    with pytest.raises(ValueError, match="confidence"):
-        stats.percentile_interval(torch.tensor([0.1]), 95)
-
-
-def _np_seed_floor(values, weights):
-    """Brute force: every assignment of a seed's value to every slot of the contrast."""
-    import itertools
-    return max(abs(float(np.dot(weights, combo))) for combo in itertools.product(values, repeat=len(weights)))
-
-
-@pytest.mark.parametrize("values, weights", [
-    ([0.5910, 0.5911, 0.5909], [1.0, -1.0]),                 # model minus untrained: the largest seed difference
-    ([0.3, 0.7, 0.4, 0.65], [0.25, 0.25, 0.25, 0.25, -0.5, -0.5]),   # group means contrast
-    ([0.02, -0.04, 0.001], [1.0]),                           # a statistic that is 0 for identical networks
-    ([0.9, 0.95], [1.0, 0.5, -2.0]),                          # not zero-sum
-])
-def test_seed_floor_is_the_largest_contrast_over_seed_assignments(values, weights):
-    got = stats.seed_floor(torch.tensor(values, dtype=torch.float64), weights)
-    assert got == pytest.approx(_np_seed_floor(values, weights), abs=1e-12)
-
-
-def test_seed_floor_by_hand_and_its_input_checks():
-    # random-a/b/c end at 0.5910, 0.5912, 0.5905: the largest difference between two seeds is 0.0007
-    assert stats.seed_floor([0.5910, 0.5912, 0.5905], [1.0, -1.0]) == pytest.approx(7e-4, abs=1e-15)
-    assert stats.seed_floor([0.02, -0.04, 0.0], [1.0]) == pytest.approx(0.04, abs=1e-15)
-    with pytest.raises(ValueError, match="at least 2"):
-        stats.seed_floor(torch.tensor([0.5]), torch.tensor([1.0, -1.0]))
-    with pytest.raises(ValueError, match="NaN"):
-        stats.seed_floor(torch.tensor([0.5, float("nan")]), torch.tensor([1.0, -1.0]))
-    with pytest.raises(ValueError, match="weights"):
-        stats.seed_floor(torch.tensor([0.5, 0.6]), torch.tensor([]))
 
 
 # ---------------------------------------------------------------- the rule on constructed cases

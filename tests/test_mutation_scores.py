@@ -73,7 +73,8 @@ def test_record_merges_packages_and_the_page_reads_them(mutate, tmp_path, monkey
     assert list(table.index) == list(reliability.MUTATION_PACKAGES)
     assert table.loc["data", "target met"] == "yes"  # 90.0 is the target itself
     assert table.loc["kernels", "target met"] == "partial run"
-    assert table.loc["kernels", "mutants"] == 3 and table.loc["kernels", "not run"] == 1  # not run: out of the score
+    assert table.loc["kernels", "mutants"] == 4 and table.loc["kernels", "run"] == 3  # not run: out of the score
+    assert math.isnan(table.loc["kernels", "score"])  # a partial run without a sample has no score
     assert table.loc["sections", "target met"] == "not measured yet"
 
 
@@ -81,5 +82,93 @@ def test_the_committed_scores_file_is_readable_when_present():
     table = reliability.mutation_table()
     assert list(table.package) == list(reliability.MUTATION_PACKAGES)
     measured = table[table["target met"] != "not measured yet"]
-    assert ((measured.score >= 0) & (measured.score <= 100)).all()
+    scored = measured[measured["target met"] != "partial run"]   # a partial run without a sample has no score
+    assert ((scored.low >= 0) & (scored.low <= scored.score) & (scored.score <= scored.high)
+            & (scored.high <= 100)).all()
+    assert measured[measured["target met"] == "partial run"].score.isna().all()
     assert (measured.killed <= measured.mutants).all()
+
+
+# ---------------------------------------------------------------- scores estimated from a random sample
+def test_mutation_estimate_by_hand():
+    # everything ran: exact, no interval
+    assert reliability.mutation_estimate(45, 50, 0) == (90.0, 90.0, 90.0)
+    # 100 ran (90 killed), 300 did not; a sample of 50 of the 300 killed 45 (p = 0.9) before it ran, so the 400
+    # are estimated at (90 + 0.9 * 300) / 400 = 90 %, and the ends put Wilson's 45/50 bounds in p's place
+    score, low, high = reliability.mutation_estimate(90, 100, 300, sample_killed=45, sample_judged=50)
+    assert score == pytest.approx(90.0)
+    from vitscope.kernels.stats import wilson_interval
+    lo_p, hi_p = wilson_interval(45, 50, reliability.MUTATION_CONFIDENCE)
+    assert (low, high) == pytest.approx((100 * (90 + lo_p * 300) / 400, 100 * (90 + hi_p * 300) / 400))
+    assert low < score < high
+    # a partial run with no sample says nothing about the rest
+    assert reliability.mutation_estimate(90, 100, 300) is None
+    assert reliability.mutation_estimate(0, 0, 0) is None
+
+
+@pytest.mark.parametrize("estimate, verdict", [
+    ((95.0, 91.0, 97.0), "yes"), ((90.0, 90.0, 90.0), "yes"), ((89.0, 85.0, 89.9), "no"),
+    ((91.0, 88.0, 94.0), "inconclusive"), (None, "partial run"),
+])
+def test_mutation_verdict_needs_the_whole_interval(estimate, verdict):
+    assert reliability.mutation_verdict(estimate) == verdict
+
+
+def _fake_workdir(tmp_path, status):
+    """A scratch folder with one mutmut .meta file holding ``status`` (exit codes mutmut would write)."""
+    codes = {"killed": 1, "survived": 0, "not checked": None, "no tests": 33}
+    meta = tmp_path / "mutants" / "src" / "vitscope" / "kernels" / "cka.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"exit_code_by_key": {k: codes[v] for k, v in status.items()}}))
+    return tmp_path
+
+
+def test_sample_is_drawn_from_the_unrun_seeded_and_frozen_at_its_end(mutate, tmp_path, monkeypatch):
+    names = [f"vitscope.kernels.cka.x_hsic0__mutmut_{i}" for i in range(1, 41)]
+    status = {n: ("killed" if i < 10 else "not checked") for i, n in enumerate(names)}
+    status[names[39]] = "not checked"
+    workdir = _fake_workdir(tmp_path, status)
+    monkeypatch.setattr(mutate, "equivalent_mutants", lambda: {names[39]})
+    drawn = mutate.draw_sample(workdir, 12, seed=5)
+    assert len(drawn) == 12 and set(drawn) <= set(names[10:39])        # unrun, never an equivalent
+    assert drawn == mutate.draw_sample(workdir, 12, seed=5) != mutate.draw_sample(workdir, 12, seed=6)
+    drawn = mutate.draw_sample(workdir, 12, seed=5)
+    assert mutate.read_sample(workdir)["packages"] == {"kernels": {"pool": 29, "drawn": 12}}
+    # the sampled run: 9 of 12 killed, 1 survived, 2 cut short (not judged)
+    after = {**status, **{n: "killed" for n in drawn[:9]}, drawn[9]: "survived"}
+    _fake_workdir(tmp_path / "after", after)
+    monkeypatch.setattr(mutate, "collect", lambda _: after)
+    mutate.freeze_sample(workdir)
+    frozen = mutate.read_sample(workdir)["packages"]["kernels"]
+    assert (frozen["judged"], frozen["killed"]) == (10, 9)
+    # --rerun leaves the unrun alone once a sample speaks for them, and runs the survivor
+    assert mutate.undetected(workdir) == [drawn[9]]
+    # tests written later kill the survivor: the mutants that ran gain, the sample's rate stays as it was
+    later = {**after, drawn[9]: "killed"}
+    by_package, _ = mutate.tally(later, {names[39]}, mutate.read_sample(workdir))
+    c = by_package["kernels"]
+    assert (c["mutants"], c["killed"], c["not run"], c["sample judged"], c["sample killed"]) == (39, 20, 19, 10, 9)
+    score, low, high = mutate.estimate_of(c)
+    assert score == pytest.approx(100 * (20 + 0.9 * 19) / 39)
+
+
+def test_sample_of_a_fully_run_folder_is_refused(mutate, tmp_path, monkeypatch):
+    workdir = _fake_workdir(tmp_path, {"vitscope.kernels.cka.x_hsic0__mutmut_1": "killed"})
+    monkeypatch.setattr(mutate, "equivalent_mutants", set)
+    with pytest.raises(SystemExit, match="nothing to sample"):
+        mutate.draw_sample(workdir, 5, seed=0)
+
+
+def test_record_keeps_the_sample_and_the_page_estimates_from_it(mutate, tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "pyproject.toml").write_text("[tool.mutmut]\n")
+    counts = Counter({"mutants": 400, "killed": 90, "survived": 10, "not run": 300, "sample pool": 350,
+                      "sample judged": 50, "sample killed": 45})
+    scores = tmp_path / "scores.json"
+    mutate.record(workdir, {"sections": counts}, scores)
+    assert json.loads(scores.read_text())["sections"]["sample"] == {"pool": 350, "judged": 50, "killed": 45}
+    row = reliability.mutation_table(scores).set_index("package").loc["sections"]
+    assert (row["mutants"], row["run"], row["sampled"]) == (400, 100, 50)
+    assert row["score"] == pytest.approx(90.0)
+    assert row["low"] < 90.0 < row["high"] and row["target met"] == "inconclusive"

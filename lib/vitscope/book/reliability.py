@@ -82,12 +82,51 @@ def mutation_scores_path() -> Path:
     return project_root() / "tests" / "mutation_scores.json"
 
 
+#: Coverage of the interval a sampled mutation score is reported with.
+MUTATION_CONFIDENCE = 0.95
+
+
+def mutation_estimate(killed: int, judged: int, not_run: int, sample_killed: int = 0,
+                      sample_judged: int = 0) -> tuple[float, float, float] | None:
+    """A package's mutation score in percent, ``(score, low, high)``, from what ran and a random sample of the rest.
+
+    ``killed`` of ``judged`` mutants ran (the sample's included); ``not_run`` did not. With nothing left unrun the
+    score is exact (low = high = score). Otherwise the unrun mutants are taken to be killed at the rate of a uniform
+    random sample drawn from them before it ran (``sample_killed`` of ``sample_judged``; ``tools/mutate.py
+    --sample``): score = (killed + p * not_run) / (judged + not_run), and the interval puts the ends of p's Wilson
+    interval (:data:`MUTATION_CONFIDENCE`) in its place. A partial run with no sample gives None: a run cut short
+    judged the mutants mutmut orders first (those with the fastest tests), which are no sample of the rest.
+    """
+    from ..kernels.stats import wilson_interval
+
+    total = judged + not_run
+    if not_run == 0:
+        score = 100.0 * killed / judged if judged else None
+        return None if score is None else (score, score, score)
+    if sample_judged == 0:
+        return None
+    p = sample_killed / sample_judged
+    low, high = wilson_interval(sample_killed, sample_judged, MUTATION_CONFIDENCE)
+    return tuple(100.0 * (killed + q * not_run) / total for q in (p, low, high))
+
+
+def mutation_verdict(estimate: tuple[float, float, float] | None, target: float = MUTATION_TARGET) -> str:
+    """"yes" when the whole interval reaches ``target``, "no" when none of it does, else "inconclusive"; "partial
+    run" when there is no estimate (the same reading as the claims ledger's: a verdict must clear the noise)."""
+    if estimate is None:
+        return "partial run"
+    _, low, high = estimate
+    return "yes" if low >= target else "no" if high < target else "inconclusive"
+
+
 def mutation_table(path: Path | None = None):
     """One row per target package: the last recorded ``make mutate`` counts and score, or "not measured yet".
 
-    Columns: package, mutants (that ran), not run (a run cut short: out of the score, and "target met" then says
-    "partial run"), equivalent, killed, survived, no tests, score (percent of the mutants that ran), target met,
-    commit, date. The scores are read from the committed file, never recomputed by the book.
+    Columns: package; mutants (non-equivalent, all of them); run (those that ran); sampled (how many of the run
+    were a random sample of the unrun ones, 0 for none); equivalent, killed, survived, no tests; score (percent,
+    exact when everything ran, else estimated by :func:`mutation_estimate`); low and high (its interval, equal to
+    the score when exact); target met (:func:`mutation_verdict`); commit; date. The counts are read from the
+    committed file, never recomputed by the book.
     """
     import pandas as pd
 
@@ -99,13 +138,45 @@ def mutation_table(path: Path | None = None):
         if r is None:
             rows.append({"package": pkg, "target met": "not measured yet"})
             continue
-        score, not_run = r.get("score"), r.get("not run", 0)
-        met = ("partial run" if not_run                      # a partial score is never met
-               else "yes" if score is not None and score >= MUTATION_TARGET else "no")
-        rows.append({"package": pkg, "mutants": r["mutants"] - not_run, "not run": not_run,
+        not_run = r.get("not run", 0)
+        judged = r["mutants"] - not_run
+        sample = r.get("sample") or {}
+        estimate = mutation_estimate(r["killed"], judged, not_run, sample.get("killed", 0), sample.get("judged", 0))
+        score, low, high = estimate if estimate else (None, None, None)
+        rows.append({"package": pkg, "mutants": r["mutants"], "run": judged, "sampled": sample.get("judged", 0),
                      "equivalent": r["equivalent"], "killed": r["killed"], "survived": r["survived"],
-                     "no tests": r["no tests"], "score": score, "target met": met,
-                     "commit": r.get("commit", ""), "date": r.get("date", "")})
-    columns = ["package", "mutants", "not run", "equivalent", "killed", "survived", "no tests", "score",
-               "target met", "commit", "date"]
+                     "no tests": r["no tests"], "score": score, "low": low, "high": high,
+                     "target met": mutation_verdict(estimate), "commit": r.get("commit", ""),
+                     "date": r.get("date", "")})
+    columns = ["package", "mutants", "run", "sampled", "equivalent", "killed", "survived", "no tests", "score",
+               "low", "high", "target met", "commit", "date"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def mutation_summary(scores) -> str:
+    """The Reliability page's sentence on :func:`mutation_table`: how many packages were measured, how (all mutants
+    or a sample), which reach the target with their whole interval, which are inconclusive, what is not measured."""
+    measured = scores[scores["target met"] != "not measured yet"]
+
+    def names(verdict):
+        return list(measured.package[measured["target met"] == verdict])
+
+    sampled = list(measured.package[measured.sampled.fillna(0) > 0])
+    parts = [f"**{len(measured)}** of {len(scores)} packages measured"
+             + (f" ({', '.join(sampled)} from a random sample of the mutants that had not run)" if sampled else "")]
+    for verdict, text in [("yes", "reach{s} the {t:.0f} % target with the whole interval"),
+                          ("inconclusive", "{have} an interval that straddles {t:.0f} %: a larger sample decides"),
+                          ("no", "fall{s} short of {t:.0f} %"),
+                          ("partial run", "{have} a run cut short and no sample yet: no score")]:
+        found = names(verdict)
+        if found:
+            one = len(found) == 1
+            parts.append(f"**{len(found)}** ({', '.join(found)}) " + text.format(
+                s="es" if one and verdict == "yes" else "s" if one else "", have="has" if one else "have",
+                t=MUTATION_TARGET))
+    missing = list(scores.package[scores["target met"] == "not measured yet"])
+    text = "; ".join(parts) + "."
+    if missing:
+        text += f" Not measured yet: {', '.join(missing)}."
+    recorded = "; ".join(f"{r.package} at commit {r.commit} on {r.date}" for r in measured.itertuples())
+    return text + (f" Recorded: {recorded}." if recorded else "")

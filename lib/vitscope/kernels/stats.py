@@ -11,12 +11,18 @@ Two resampling units appear in the papers' analyses:
 Intervals are percentile intervals (Efron & Tibshirani 1993, ch. 13): the (1-c)/2 and (1+c)/2 quantiles of the
 resampled statistic.
 
+A proportion estimated from a random sample (the mutation score of a package from a sample of its mutants) gets
+the Wilson score interval (:func:`wilson_interval`), which stays inside [0, 1] and keeps its coverage near 0 and 1
+where the normal approximation does not.
+
 A third noise source is the training seed. Where a profile has several untrained seeds of one architecture,
 :func:`seed_floor` turns the spread of a statistic among them into a floor that a contrast must clear.
 """
 from __future__ import annotations
 
+import math
 import numbers
+from statistics import NormalDist
 
 import torch
 from torch import Tensor
@@ -52,6 +58,26 @@ def percentile_interval(replicates: Tensor, confidence: float) -> tuple[float, f
     q = torch.tensor([(1 - c) / 2, (1 + c) / 2], dtype=torch.float64)
     lo, hi = torch.quantile(r, q).tolist()
     return lo, hi
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval (Wilson 1927) of a binomial proportion ``successes / trials``, two-sided.
+
+    ``(c + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with p = successes/trials and z the normal
+    quantile of (1+confidence)/2. Returns ``(low, high)`` within [0, 1]. At 0 successes the bound is 0, and at
+    ``trials`` successes 1, exactly (the formula's rounding would leave 1e-17 there).
+    """
+    trials = check_int(trials, "trials", 1)
+    successes = check_int(successes, "successes", 0)
+    if successes > trials:
+        raise ValueError(f"successes ({successes}) cannot exceed trials ({trials})")
+    z = NormalDist().inv_cdf((1 + _check_confidence(confidence)) / 2)
+    p, z2n = successes / trials, z * z / trials
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z * math.sqrt(p * (1 - p) / trials + z2n / (4 * trials)) / (1 + z2n)
+    low = 0.0 if successes == 0 else centre - half
+    high = 1.0 if successes == trials else centre + half
+    return low, high
 
 
 def _check_weights(weights: Tensor, m: int, name: str) -> Tensor:
