@@ -50,7 +50,7 @@ bench: install
 	$(PY) -m pip install --quiet --no-deps "pytorch-cka==1.1.3" "torch-cka==0.21" "faiss-cpu>=1.8"
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
-# Mutation testing (issue 17): hours on 2 cores, not in CI. MUTATE_ARGS e.g. "--only data --fail-under 90", "--only data --rerun", "--report --record"
+# Mutation testing (issue 17): hours on 2 cores, not in CI. MUTATE_ARGS e.g. "--only data --fail-under 90", "--only data --rerun", "--only kernels --sample 400", "--report --record"
 mutate: install
 	$(PY) -m pip install --quiet "mutmut>=3.8,<4"
 	$(PY) tools/mutate.py --diffs $(MUTATE_ARGS)

@@ -164,10 +164,10 @@ def test_record_keeps_the_sample_and_the_page_estimates_from_it(mutate, tmp_path
     workdir.mkdir()
     (workdir / "pyproject.toml").write_text("[tool.mutmut]\n")
     counts = Counter({"mutants": 400, "killed": 90, "survived": 10, "not run": 300, "sample pool": 350,
-                      "sample judged": 50, "sample killed": 45})
+                      "sample drawn": 50, "sample judged": 50, "sample killed": 45})
     scores = tmp_path / "scores.json"
     mutate.record(workdir, {"sections": counts}, scores)
-    assert json.loads(scores.read_text())["sections"]["sample"] == {"pool": 350, "judged": 50, "killed": 45}
+    assert json.loads(scores.read_text())["sections"]["sample"] == {"pool": 350, "drawn": 50, "judged": 50, "killed": 45}
     row = reliability.mutation_table(scores).set_index("package").loc["sections"]
     assert (row["mutants"], row["run"], row["sampled"]) == (400, 100, 50)
     assert row["score"] == pytest.approx(90.0)

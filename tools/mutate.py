@@ -256,7 +256,7 @@ def tally(status: dict[str, str], equivalent: set[str],
     with a frozen ``sample`` (:func:`freeze_sample`), also its "sample pool", "sample judged" and "sample killed"."""
     by_package: dict[str, Counter] = defaultdict(Counter)
     for pkg, counts in (sample or {}).get("packages", {}).items():
-        by_package[pkg].update({f"sample {k}": counts.get(k, 0) for k in ("pool", "judged", "killed")})
+        by_package[pkg].update({f"sample {k}": counts.get(k, 0) for k in ("pool", "drawn", "judged", "killed")})
     survivors: dict[str, list[str]] = defaultdict(list)
     for name, st in status.items():
         pkg = package_of(name)
@@ -300,7 +300,7 @@ def record(workdir: Path, by_package: dict[str, Counter], path: Path) -> None:
                      "not run": c["not run"], "score": round(score_of(c), 1) if judged else None,
                      "tests": tests, "commit": commit, "date": time.strftime("%Y-%m-%d")}
         if c["sample judged"]:  # the unrun mutants' score is estimated from it (the page's table)
-            rows[pkg]["sample"] = {k: c[f"sample {k}"] for k in ("pool", "judged", "killed")}
+            rows[pkg]["sample"] = {k: c[f"sample {k}"] for k in ("pool", "drawn", "judged", "killed")}
     path.write_text(json.dumps(dict(sorted(rows.items())), indent=1) + "\n")
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     print(f"\nrecorded {', '.join(sorted(by_package))} in {shown}")
@@ -332,6 +332,9 @@ def report(workdir: Path, diffs: bool, fail_under: float | None, record_to: Path
             print(f"{'':<18}all {c['mutants']}, the {c['not run']} unrun estimated from a random sample of "
                   f"{c['sample judged']} (of {c['sample pool']}): {estimate[0]:.1f}% "
                   f"[{estimate[1]:.1f}, {estimate[2]:.1f}] ({MUTATION_CONFIDENCE:.0%} Wilson)")
+            if c["sample judged"] < c["sample drawn"]:  # a cut-short sample lost its slowest mutants: no longer uniform
+                print(f"{'':<18}warning: {c['sample drawn'] - c['sample judged']} of the {c['sample drawn']} drawn "
+                      "did not run (the run was cut short); the estimate leans on the faster ones")
         if fail_under is not None and pkg in TARGET_PACKAGES and mutation_verdict(estimate, fail_under) != "yes":
             failing.append(f"{pkg} " + (f"{estimate[0]:.1f}% [{estimate[1]:.1f}, {estimate[2]:.1f}]" if estimate
                                         else "partial run, no sample"))
