@@ -170,3 +170,10 @@ def test_local_moment_from_rows_equals_the_moment_of_the_canvas():
     rows = torch.tensor(rng.dirichlet(np.ones(49), size=(2, 3, 49)))
     np.testing.assert_allclose(am.local_moment_rows(rows).numpy(), am.local_moment(am.aaam_canvas(rows)).numpy(),
                                atol=1e-12)
+
+
+def test_coverage_of_a_map_without_mass_is_nan():
+    # an all-zero map (e.g. an attribution that ReLU zeroed) holds no mass; it used to give (N+1)/N
+    maps = torch.stack([torch.zeros(4, 4), torch.full((4, 4), 1 / 16)])
+    got = am.coverage(maps, 1.0)
+    assert torch.isnan(got[0]) and float(got[1]) == 1.0

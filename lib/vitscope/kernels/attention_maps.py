@@ -241,14 +241,16 @@ def mass_on(maps: Tensor, mask: Tensor) -> Tensor:
 
 def coverage(maps: Tensor, mass: float = COVERAGE_MASS) -> Tensor:
     """Share of the tokens needed to hold ``mass`` of each map ``[..., G, G]`` (maps summing to 1): the fewest
-    most-attended tokens whose cumulative mass reaches ``mass``, divided by G*G. Uniform maps give about ``mass``."""
+    most-attended tokens whose cumulative mass reaches ``mass``, divided by G*G. Uniform maps give about ``mass``.
+    A map that sums to 0 (an all-zero attribution) has no mass to hold: NaN, never a share above 1."""
     if not 0 < mass <= 1:
         raise ValueError(f"mass must be in (0, 1]; got {mass!r}")
     flat = maps.double().flatten(-2)
     total = flat.sum(-1, keepdim=True)
     cum = (flat.sort(-1, descending=True).values / torch.where(total == 0, 1.0, total)).cumsum(-1)
     count = (cum < mass - 1e-12).sum(-1) + 1
-    return count.double() / flat.shape[-1]
+    share = count.double() / flat.shape[-1]
+    return torch.where(total.squeeze(-1) == 0, torch.nan, share)
 
 
 def top_tokens(maps: Tensor, fraction: float = TOP_FRACTION) -> Tensor:
