@@ -80,6 +80,7 @@ def weighted_knn(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
 def knn_accuracy(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
                  **kwargs) -> float:
     """Top-1 accuracy in [0, 1] of :func:`weighted_knn` (same keyword arguments) against ``test_labels`` [M]."""
-    check_labels(test_labels, test_feats.shape[0] if isinstance(test_feats, Tensor) else -1, "test_labels")
+    check_features(test_feats, "test_feats")   # first: a non-tensor would otherwise read as "-1 rows" below
+    check_labels(test_labels, test_feats.shape[0], "test_labels")
     pred = weighted_knn(train_feats, train_labels, test_feats, **kwargs)
     return float((pred.cpu() == test_labels.cpu().long()).double().mean())
