@@ -167,7 +167,8 @@ def test_record_keeps_the_sample_and_the_page_estimates_from_it(mutate, tmp_path
                       "sample drawn": 50, "sample judged": 50, "sample killed": 45})
     scores = tmp_path / "scores.json"
     mutate.record(workdir, {"sections": counts}, scores)
-    assert json.loads(scores.read_text())["sections"]["sample"] == {"pool": 350, "drawn": 50, "judged": 50, "killed": 45}
+    sample = json.loads(scores.read_text())["sections"]["sample"]
+    assert sample == {"pool": 350, "drawn": 50, "judged": 50, "killed": 45}
     row = reliability.mutation_table(scores).set_index("package").loc["sections"]
     assert (row["mutants"], row["run"], row["sampled"]) == (400, 100, 50)
     assert row["score"] == pytest.approx(90.0)

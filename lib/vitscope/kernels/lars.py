@@ -72,8 +72,9 @@ class LARS(torch.optim.Optimizer):
                     self.state[p]["mu"] = torch.zeros_like(p)
             # one configuration: add a leading axis of 1 and reuse the batched rule (lr and weight decay in
             # float64: _per_config casts them to each parameter's dtype, so float64 parameters see them unrounded)
+            lr = torch.tensor([group["lr"]], dtype=torch.float64)
+            weight_decay = torch.tensor([group["weight_decay"]], dtype=torch.float64)
             lars_step_([p.unsqueeze(0) for p in live], [p.grad.unsqueeze(0) for p in live],
-                       [self.state[p]["mu"].unsqueeze(0) for p in live], torch.tensor([group["lr"]], dtype=torch.float64),
-                       torch.tensor([group["weight_decay"]], dtype=torch.float64), [p.ndim > 1 for p in live],
+                       [self.state[p]["mu"].unsqueeze(0) for p in live], lr, weight_decay, [p.ndim > 1 for p in live],
                        momentum=group["momentum"], trust_coefficient=group["trust_coefficient"])
         return loss
