@@ -94,6 +94,7 @@ def propagation_step(target: Tensor, sources: Tensor, source_labels: Tensor, *, 
     if source_labels.shape[:2] != (B, S) or source_labels.shape[3:] != (h, w):
         raise ValueError(f"source_labels {tuple(source_labels.shape)} must be [B={B}, S={S}, K1, {h}, {w}]")
     check_finite(target, "target features")
+    check_finite(sources, "source features")   # the first frame is only ever a source: checked nowhere else
     allowed = neighbourhood((h, w), radius, target.device)
     K1 = source_labels.shape[2]
     out = []

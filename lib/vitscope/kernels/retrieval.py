@@ -99,7 +99,10 @@ def setup_ground_truth(gnd: Sequence[Mapping], setup: str, n_database: int) -> l
         if missing:
             raise ValueError(f"gnd[{q}] lacks {missing}; revisitop ground truth has easy, hard and junk per query")
         groups = {k: _indices(entry[k], n_database, f"gnd[{q}][{k!r}]") for k in ("easy", "hard", "junk")}
-        out.append((torch.cat([groups[k] for k in positives_from]), torch.cat([groups[k] for k in junk_from])))
+        # sets, as revisitop's np.in1d reads them: an image listed in two groups (easy and hard under "medium",
+        # easy and junk under "hard") counts once, not as two positives or as junk twice
+        out.append((torch.cat([groups[k] for k in positives_from]).unique(),
+                    torch.cat([groups[k] for k in junk_from]).unique()))
     return out
 
 

@@ -28,7 +28,7 @@ BOUND_TH = 0.008
 
 
 def _as_bool(mask, name: str) -> Tensor:
-    mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
+    mask = torch.as_tensor(np.array(mask) if not isinstance(mask, Tensor) else mask)   # a copy: PIL's is read-only
     if mask.ndim != 2:
         raise ValueError(f"{name} must be a 2-D mask [H, W]; got shape {tuple(mask.shape)}")
     return mask != 0
