@@ -173,3 +173,14 @@ def test_record_keeps_the_sample_and_the_page_estimates_from_it(mutate, tmp_path
     assert (row["mutants"], row["run"], row["sampled"]) == (400, 100, 50)
     assert row["score"] == pytest.approx(90.0)
     assert row["low"] < 90.0 < row["high"] and row["target met"] == "inconclusive"
+
+
+def test_a_sample_cut_short_gets_no_verdict(tmp_path):
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"extract": {
+        "mutants": 1000, "equivalent": 0, "killed": 500, "survived": 20, "no tests": 0, "not run": 470,
+        "sample": {"pool": 500, "drawn": 50, "judged": 30, "killed": 30}}}))
+    table = reliability.mutation_table(scores).set_index("package")
+    assert table.loc["extract", "target met"] == "sample cut short"
+    assert table.loc["extract", "score"] == pytest.approx(100 * (500 + 470) / 1000)   # still shown, flagged
+    assert "extract" in reliability.mutation_summary(table.reset_index())

@@ -125,8 +125,9 @@ def mutation_table(path: Path | None = None):
     Columns: package; mutants (non-equivalent, all of them); run (those that ran); sampled (how many of the run
     were a random sample of the unrun ones, 0 for none); equivalent, killed, survived, no tests; score (percent,
     exact when everything ran, else estimated by :func:`mutation_estimate`); low and high (its interval, equal to
-    the score when exact); target met (:func:`mutation_verdict`); commit; date. The counts are read from the
-    committed file, never recomputed by the book.
+    the score when exact); target met (:func:`mutation_verdict`, or "sample cut short" when some drawn mutants
+    never ran: the slowest go last, so the rest are no longer a uniform sample); commit; date. The counts are
+    read from the committed file, never recomputed by the book.
     """
     import pandas as pd
 
@@ -146,7 +147,8 @@ def mutation_table(path: Path | None = None):
         rows.append({"package": pkg, "mutants": r["mutants"], "run": judged, "sampled": sample.get("judged", 0),
                      "equivalent": r["equivalent"], "killed": r["killed"], "survived": r["survived"],
                      "no tests": r["no tests"], "score": score, "low": low, "high": high,
-                     "target met": mutation_verdict(estimate), "commit": r.get("commit", ""),
+                     "target met": ("sample cut short" if sample.get("judged", 0) < sample.get("drawn", 0)
+                                    else mutation_verdict(estimate)), "commit": r.get("commit", ""),
                      "date": r.get("date", "")})
     columns = ["package", "mutants", "run", "sampled", "equivalent", "killed", "survived", "no tests", "score",
                "low", "high", "target met", "commit", "date"]
@@ -167,6 +169,8 @@ def mutation_summary(scores) -> str:
     for verdict, text in [("yes", "reach{s} the {t:.0f} % target with the whole interval"),
                           ("inconclusive", "{have} an interval that straddles {t:.0f} %: a larger sample decides"),
                           ("no", "fall{s} short of {t:.0f} %"),
+                          ("sample cut short", "{have} a sample whose slowest mutants did not run: its estimate "
+                                               "leans on the faster ones, no verdict"),
                           ("partial run", "{have} a run cut short and no sample yet: no score")]:
         found = names(verdict)
         if found:
