@@ -49,6 +49,7 @@ EQUIVALENTS = ROOT / "tests" / "equivalent_mutants.md"
 SCORES = mutation_scores_path()  # tests/mutation_scores.json, committed: a full run takes hours, the book reads it
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
 NOT_RUN = {"not checked", "skipped", "check was interrupted by user"}
+MUTMUT = Path(sys.executable).with_name("mutmut")  # the venv's mutmut, whatever PATH says
 SAMPLE_FILE = "sample.json"  # in the scratch folder: the last --sample draw and its frozen kill rate
 MUTANT_NAME = re.compile(r"`(vitscope\.[\w.]+__mutmut_\d+)`")
 
@@ -128,8 +129,7 @@ def prepare(workdir: Path, settings: dict, resume: bool) -> None:
 
 def run_mutmut(workdir: Path, max_children: int, names: list[str] = ()) -> int:
     """``mutmut run`` in ``workdir``; with ``names``, only those mutants, run again whatever their last result."""
-    mutmut = Path(sys.executable).with_name("mutmut")
-    return subprocess.call([str(mutmut), "run", "--max-children", str(max_children), *names], cwd=workdir,
+    return subprocess.call([str(MUTMUT), "run", "--max-children", str(max_children), *names], cwd=workdir,
                            env=_mutmut_env())
 
 
@@ -150,7 +150,8 @@ def undetected(workdir: Path) -> list[str]:
 
 
 def read_sample(workdir: Path) -> dict | None:
-    """The scratch folder's last sample: ``{"seed", "pool", "drawn": [names], "judged", "killed"}`` or None."""
+    """The scratch folder's last sample or None: ``{"seed", "drawn": [names], "packages": {package: {"pool",
+    "drawn", "judged", "killed"}}}`` (judged and killed once :func:`freeze_sample` has run)."""
     path = workdir / SAMPLE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -158,8 +159,7 @@ def read_sample(workdir: Path) -> dict | None:
 def generate_mutants(workdir: Path) -> None:
     """Let mutmut write every mutant and collect which tests reach which function, running no mutant: ``mutmut
     run`` with a name that matches nothing stops with an assertion right after those two steps (mutmut 3.8)."""
-    mutmut = Path(sys.executable).with_name("mutmut")
-    subprocess.run([str(mutmut), "run", "vitscope.no_such_module.x_none__mutmut_0"], cwd=workdir, env=_mutmut_env(),
+    subprocess.run([str(MUTMUT), "run", "vitscope.no_such_module.x_none__mutmut_0"], cwd=workdir, env=_mutmut_env(),
                    capture_output=True, text=True)
     if not collect(workdir):
         raise SystemExit(f"mutmut wrote no mutants under {workdir / 'mutants'}; run without --sample to see why.")
@@ -177,9 +177,8 @@ def draw_sample(workdir: Path, size: int, seed: int) -> list[str]:
     if not pool:
         raise SystemExit(f"Every mutant in {workdir} has run: nothing to sample; --report prints the exact score.")
     drawn = sorted(random.Random(seed).sample(pool, min(size, len(pool))), key=_natural)
-    packages = {pkg: {"pool": sum(package_of(n) == pkg for n in pool), "drawn": sum(package_of(n) == pkg
-                                                                                    for n in drawn)}
-                for pkg in sorted({package_of(n) for n in pool})}
+    in_pool, in_draw = Counter(map(package_of, pool)), Counter(map(package_of, drawn))
+    packages = {pkg: {"pool": in_pool[pkg], "drawn": in_draw[pkg]} for pkg in sorted(in_pool)}
     (workdir / SAMPLE_FILE).write_text(json.dumps({"seed": seed, "packages": packages, "drawn": drawn}, indent=1))
     return drawn
 
