@@ -123,11 +123,20 @@ def _fake_workdir(tmp_path, status):
     return tmp_path
 
 
+def test_collect_reads_mutmut_exit_codes(mutate, tmp_path):
+    # mutmut is an optional extra (make mutate installs it); the sampling tests below replace collect instead
+    pytest.importorskip("mutmut")
+    kinds = ["killed", "survived", "not checked", "no tests"]
+    status = {f"vitscope.kernels.cka.x_hsic0__mutmut_{i}": kind for i, kind in enumerate(kinds, 1)}
+    assert mutate.collect(_fake_workdir(tmp_path, status)) == status
+
+
 def test_sample_is_drawn_from_the_unrun_seeded_and_frozen_at_its_end(mutate, tmp_path, monkeypatch):
     names = [f"vitscope.kernels.cka.x_hsic0__mutmut_{i}" for i in range(1, 41)]
     status = {n: ("killed" if i < 10 else "not checked") for i, n in enumerate(names)}
     status[names[39]] = "not checked"
     workdir = _fake_workdir(tmp_path, status)
+    monkeypatch.setattr(mutate, "collect", lambda _: status)
     monkeypatch.setattr(mutate, "equivalent_mutants", lambda: {names[39]})
     drawn = mutate.draw_sample(workdir, 12, seed=5)
     assert len(drawn) == 12 and set(drawn) <= set(names[10:39])        # unrun, never an equivalent
@@ -136,7 +145,6 @@ def test_sample_is_drawn_from_the_unrun_seeded_and_frozen_at_its_end(mutate, tmp
     assert mutate.read_sample(workdir)["packages"] == {"kernels": {"pool": 29, "drawn": 12}}
     # the sampled run: 9 of 12 killed, 1 survived, 2 cut short (not judged)
     after = {**status, **{n: "killed" for n in drawn[:9]}, drawn[9]: "survived"}
-    _fake_workdir(tmp_path / "after", after)
     monkeypatch.setattr(mutate, "collect", lambda _: after)
     mutate.freeze_sample(workdir)
     frozen = mutate.read_sample(workdir)["packages"]["kernels"]
@@ -153,7 +161,9 @@ def test_sample_is_drawn_from_the_unrun_seeded_and_frozen_at_its_end(mutate, tmp
 
 
 def test_sample_of_a_fully_run_folder_is_refused(mutate, tmp_path, monkeypatch):
-    workdir = _fake_workdir(tmp_path, {"vitscope.kernels.cka.x_hsic0__mutmut_1": "killed"})
+    status = {"vitscope.kernels.cka.x_hsic0__mutmut_1": "killed"}
+    workdir = _fake_workdir(tmp_path, status)
+    monkeypatch.setattr(mutate, "collect", lambda _: status)
     monkeypatch.setattr(mutate, "equivalent_mutants", set)
     with pytest.raises(SystemExit, match="nothing to sample"):
         mutate.draw_sample(workdir, 5, seed=0)
