@@ -194,3 +194,25 @@ def test_a_sample_cut_short_gets_no_verdict(tmp_path):
     assert table.loc["extract", "target met"] == "sample cut short"
     assert table.loc["extract", "score"] == pytest.approx(100 * (500 + 470) / 1000)   # still shown, flagged
     assert "extract" in reliability.mutation_summary(table.reset_index())
+
+
+def test_fail_under_refuses_a_sample_cut_short(mutate, tmp_path, monkeypatch, capsys):
+    # 30 run and killed, 70 unrun; the sample drew 20 of them and judged 10 (all killed): the estimate alone is high,
+    # but a cut-short sample is no longer uniform, so --fail-under must not pass it
+    names = [f"vitscope.kernels.cka.x_hsic0__mutmut_{i}" for i in range(1, 101)]
+    status = {n: ("killed" if i < 30 else "not checked") for i, n in enumerate(names)}
+    sample = {"seed": 1, "drawn": names[30:50], "packages": {"kernels": {"pool": 70, "drawn": 20, "judged": 10,
+                                                                          "killed": 10}}}
+    monkeypatch.setattr(mutate, "collect", lambda _: status)
+    monkeypatch.setattr(mutate, "read_sample", lambda _: sample)
+    monkeypatch.setattr(mutate, "equivalent_mutants", set)
+    assert mutate.report(tmp_path, diffs=False, fail_under=50.0) == 1
+    assert "kernels" in capsys.readouterr().out.split("not clearly at or above 50.0%")[1]
+    sample["packages"]["kernels"]["judged"] = 20
+    sample["packages"]["kernels"]["killed"] = 20
+    assert mutate.report(tmp_path, diffs=False, fail_under=50.0) == 0
+
+
+def test_mutation_verdict_of_a_cut_short_sample():
+    assert reliability.mutation_verdict((99.0, 98.0, 100.0), cut_short=True) == "sample cut short"
+    assert reliability.mutation_verdict((99.0, 98.0, 100.0), cut_short=False) == "yes"

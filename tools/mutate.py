@@ -273,6 +273,11 @@ def tally(status: dict[str, str], equivalent: set[str],
     return by_package, survivors
 
 
+def cut_short(counts: Counter) -> bool:
+    """Whether some of the sample's drawn mutants never ran (the slowest go last: the rest are no longer uniform)."""
+    return counts["sample judged"] < counts["sample drawn"]
+
+
 def score_of(counts: Counter) -> float:
     """Killed / judged (mutants less those not run), in percent; NaN when nothing was judged."""
     judged = judged_of(counts)
@@ -331,12 +336,13 @@ def report(workdir: Path, diffs: bool, fail_under: float | None, record_to: Path
             print(f"{'':<18}all {c['mutants']}, the {c['not run']} unrun estimated from a random sample of "
                   f"{c['sample judged']} (of {c['sample pool']}): {estimate[0]:.1f}% "
                   f"[{estimate[1]:.1f}, {estimate[2]:.1f}] ({MUTATION_CONFIDENCE:.0%} Wilson)")
-            if c["sample judged"] < c["sample drawn"]:  # a cut-short sample lost its slowest mutants: no longer uniform
+            if cut_short(c):
                 print(f"{'':<18}warning: {c['sample drawn'] - c['sample judged']} of the {c['sample drawn']} drawn "
                       "did not run (the run was cut short); the estimate leans on the faster ones")
-        if fail_under is not None and pkg in TARGET_PACKAGES and mutation_verdict(estimate, fail_under) != "yes":
-            failing.append(f"{pkg} " + (f"{estimate[0]:.1f}% [{estimate[1]:.1f}, {estimate[2]:.1f}]" if estimate
-                                        else "partial run, no sample"))
+        verdict = mutation_verdict(estimate, fail_under or 0.0, cut_short=cut_short(c))
+        if fail_under is not None and pkg in TARGET_PACKAGES and verdict != "yes":
+            shown = f"{estimate[0]:.1f}% [{estimate[1]:.1f}, {estimate[2]:.1f}]" if estimate else "no sample"
+            failing.append(f"{pkg} {shown}" + ("" if verdict in ("no", "inconclusive") else f" ({verdict})"))
     if stale:
         print(f"\n{len(stale)} mutant(s) listed as equivalent no longer exist (the function changed): review "
               f"{EQUIVALENTS.relative_to(ROOT)}: " + ", ".join(stale))

@@ -110,9 +110,14 @@ def mutation_estimate(killed: int, judged: int, not_run: int, sample_killed: int
     return tuple(100.0 * (killed + q * not_run) / total for q in (p, low, high))
 
 
-def mutation_verdict(estimate: tuple[float, float, float] | None, target: float = MUTATION_TARGET) -> str:
+def mutation_verdict(estimate: tuple[float, float, float] | None, target: float = MUTATION_TARGET,
+                     cut_short: bool = False) -> str:
     """"yes" when the whole interval reaches ``target``, "no" when none of it does, else "inconclusive"; "partial
-    run" when there is no estimate (the same reading as the claims ledger's: a verdict must clear the noise)."""
+    run" when there is no estimate (the same reading as the claims ledger's: a verdict must clear the noise);
+    "sample cut short" when ``cut_short`` (some drawn mutants never ran: the slowest go last, so the rest are no
+    longer a uniform sample and their interval cannot back a verdict)."""
+    if cut_short:
+        return "sample cut short"
     if estimate is None:
         return "partial run"
     _, low, high = estimate
@@ -125,8 +130,7 @@ def mutation_table(path: Path | None = None):
     Columns: package; mutants (non-equivalent, all of them); run (those that ran); sampled (how many of the run
     were a random sample of the unrun ones, 0 for none); equivalent, killed, survived, no tests; score (percent,
     exact when everything ran, else estimated by :func:`mutation_estimate`); low and high (its interval, equal to
-    the score when exact); target met (:func:`mutation_verdict`, or "sample cut short" when some drawn mutants
-    never ran: the slowest go last, so the rest are no longer a uniform sample); commit; date. The counts are
+    the score when exact); target met (:func:`mutation_verdict`); commit; date. The counts are
     read from the committed file, never recomputed by the book.
     """
     import pandas as pd
@@ -143,13 +147,13 @@ def mutation_table(path: Path | None = None):
         judged = r["mutants"] - not_run
         sample = r.get("sample") or {}
         estimate = mutation_estimate(r["killed"], judged, not_run, sample.get("killed", 0), sample.get("judged", 0))
+        cut_short = sample.get("judged", 0) < sample.get("drawn", 0)
         score, low, high = estimate if estimate else (None, None, None)
         rows.append({"package": pkg, "mutants": r["mutants"], "run": judged, "sampled": sample.get("judged", 0),
                      "equivalent": r["equivalent"], "killed": r["killed"], "survived": r["survived"],
                      "no tests": r["no tests"], "score": score, "low": low, "high": high,
-                     "target met": ("sample cut short" if sample.get("judged", 0) < sample.get("drawn", 0)
-                                    else mutation_verdict(estimate)), "commit": r.get("commit", ""),
-                     "date": r.get("date", "")})
+                     "target met": mutation_verdict(estimate, cut_short=cut_short),
+                     "commit": r.get("commit", ""), "date": r.get("date", "")})
     columns = ["package", "mutants", "run", "sampled", "equivalent", "killed", "survived", "no tests", "score",
                "low", "high", "target met", "commit", "date"]
     return pd.DataFrame(rows, columns=columns)
