@@ -216,3 +216,17 @@ def test_fail_under_refuses_a_sample_cut_short(mutate, tmp_path, monkeypatch, ca
 def test_mutation_verdict_of_a_cut_short_sample():
     assert reliability.mutation_verdict((99.0, 98.0, 100.0), cut_short=True) == "sample cut short"
     assert reliability.mutation_verdict((99.0, 98.0, 100.0), cut_short=False) == "yes"
+
+
+def test_finishing_a_sample_runs_only_its_drawn_mutants_left_unrun(mutate, tmp_path, monkeypatch):
+    names = [f"vitscope.kernels.cka.x_hsic0__mutmut_{i}" for i in range(1, 21)]
+    status = {n: "not checked" for n in names}
+    monkeypatch.setattr(mutate, "collect", lambda _: status)
+    monkeypatch.setattr(mutate, "equivalent_mutants", lambda: {names[5]})
+    with pytest.raises(SystemExit, match="No sample in"):
+        mutate.unfinished_sample(tmp_path)
+    drawn = mutate.draw_sample(tmp_path, 8, seed=3)
+    status.update({drawn[0]: "killed", drawn[1]: "survived"})        # the run was cut short after two
+    assert mutate.unfinished_sample(tmp_path) == drawn[2:]            # the same draw, never a fresh one
+    status.update({n: "killed" for n in drawn})
+    assert mutate.unfinished_sample(tmp_path) == []

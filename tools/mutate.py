@@ -156,6 +156,15 @@ def read_sample(workdir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def unfinished_sample(workdir: Path) -> list[str]:
+    """The last sample's drawn mutants that have not run yet (the run was cut short); [] when none or no sample."""
+    sample = read_sample(workdir)
+    if sample is None:
+        raise SystemExit(f"No sample in {workdir}: draw one with --sample N first.")
+    status, equivalent = collect(workdir), equivalent_mutants()
+    return [n for n in sample["drawn"] if status.get(n) in NOT_RUN and n not in equivalent]
+
+
 def generate_mutants(workdir: Path) -> None:
     """Let mutmut write every mutant and collect which tests reach which function, running no mutant: ``mutmut
     run`` with a name that matches nothing stops with an assertion right after those two steps (mutmut 3.8)."""
@@ -388,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run N mutants drawn at random from those not run yet (all of them on a fresh folder) "
                              "and estimate the rest's score from them; keeps earlier results")
     parser.add_argument("--seed", type=int, default=0, help="the --sample draw's seed")
+    parser.add_argument("--finish-sample", action="store_true",
+                        help="run the last sample's drawn mutants that did not run (it was cut short), then "
+                             "re-estimate: the same draw, so it stays a uniform sample")
     parser.add_argument("--record", action="store_true",
                         help=f"merge the per-package scores into {SCORES} (the Reliability page)")
     args = parser.parse_args(argv)
@@ -404,10 +416,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_one(workdir: Path, only: list[str], args, record_to: Path | None) -> int:
     """Run (or re-run, or only report) one scratch folder, then print its report."""
-    if args.sample is not None:
+    if args.sample is not None or args.finish_sample:
         prepare(workdir, mutmut_settings(only, args.tests), resume=True)
-        names = draw_sample(workdir, args.sample, args.seed)
-        print(f"running a random sample of {len(names)} unrun mutants (seed {args.seed})")
+        if args.finish_sample:
+            names = unfinished_sample(workdir)
+            print(f"finishing the last sample: {len(names)} of its drawn mutants have not run")
+        else:
+            names = draw_sample(workdir, args.sample, args.seed)
+            print(f"running a random sample of {len(names)} unrun mutants (seed {args.seed})")
+        if not names:
+            freeze_sample(workdir)
+            return report(workdir, args.diffs, args.fail_under, record_to)
         code = run_mutmut(workdir, args.max_children, names)
         freeze_sample(workdir)
         if code:
