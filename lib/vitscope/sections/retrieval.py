@@ -189,6 +189,13 @@ def claim_slice(per_query_df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return sel, dataset
 
 
+def _one_of(group: str) -> str:
+    """A missing group as the reason names it: "an image-text model", "any other trained model"."""
+    if group == "the other trained models":
+        return "any other trained model"
+    return f"{'an' if group[0] in 'aeiou' else 'a'} {group} model"
+
+
 def tm_check(per_query_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
     """TM 6.1 retrieval (``TM-6.1b``) and the retrieval half of Table 1's ``TM-T1a``, on per-query AP (CLS,
     Medium setup, ROxford5k or the first benchmark).
@@ -221,7 +228,7 @@ def tm_check(per_query_df: pd.DataFrame, seeds=()) -> list[ClaimResult]:
                       ("joint-embedding", "reconstruction")):
         subject = f"{high} minus {low}"
         if not groups[high] or not groups[low]:
-            out.append(cannot_check("TM-6.1b", subject, f"the profile lacks a {high} or a {low} model"))
+            out.append(cannot_check("TM-6.1b", subject, f"the profile lacks {_one_of(high)} or {_one_of(low)}"))
             continue
         w, beyond = group_weights(groups[high], groups[low], base)
         out.append(judge_contrast("TM-6.1b", subject, measure, last, w, beyond, 1, base,
