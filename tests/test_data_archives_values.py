@@ -263,3 +263,10 @@ def test_a_failure_while_writing_leaves_the_destination_as_it_was(tmp_path):
     with pytest.raises(FileExistsError):
         safe_extract(archive, "tar", dest)
     assert _tree(dest) == {"before.txt": b"before"}
+
+
+def test_a_folder_member_listed_after_its_own_files_is_no_error(tmp_path):
+    # tar writers may list a folder after files inside it (or twice): the folder then exists in staging already
+    archive = _tar(tmp_path / "late.tar.gz", [("a/b.txt", b"x"), ("a", "dir"), ("a", "dir")])
+    assert safe_extract(archive, "tar", tmp_path / "out") == ["a/b.txt", "a", "a"]
+    assert (tmp_path / "out" / "a" / "b.txt").read_bytes() == b"x"
