@@ -230,3 +230,26 @@ def test_finishing_a_sample_runs_only_its_drawn_mutants_left_unrun(mutate, tmp_p
     assert mutate.unfinished_sample(tmp_path) == drawn[2:]            # the same draw, never a fresh one
     status.update({n: "killed" for n in drawn})
     assert mutate.unfinished_sample(tmp_path) == []
+
+
+def test_extending_a_sample_adds_unrun_mutants_and_keeps_the_first_pool(mutate, tmp_path, monkeypatch):
+    names = [f"vitscope.kernels.cka.x_hsic0__mutmut_{i}" for i in range(1, 31)]
+    status = {n: "not checked" for n in names}
+    monkeypatch.setattr(mutate, "collect", lambda _: status)
+    monkeypatch.setattr(mutate, "equivalent_mutants", set)
+    with pytest.raises(SystemExit, match="No sample in"):
+        mutate.extend_sample(tmp_path, 5, seed=1)
+    first = mutate.draw_sample(tmp_path, 10, seed=3)
+    status[first[0]] = "killed"
+    with pytest.raises(SystemExit, match="finish it first"):
+        mutate.extend_sample(tmp_path, 5, seed=1)
+    status.update({n: "killed" for n in first[:9]} | {first[9]: "survived"})
+    more = mutate.extend_sample(tmp_path, 5, seed=4)
+    assert len(more) == 5 and not set(more) & set(first)              # only mutants the first draw left
+    sample = mutate.read_sample(tmp_path)
+    assert sample["packages"]["kernels"] == {"pool": 30, "drawn": 15}  # the first pool, both draws
+    assert set(sample["drawn"]) == set(first) | set(more)
+    status.update({n: "killed" for n in more})
+    mutate.freeze_sample(tmp_path)
+    frozen = mutate.read_sample(tmp_path)["packages"]["kernels"]
+    assert (frozen["judged"], frozen["killed"]) == (15, 14)

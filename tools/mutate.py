@@ -192,6 +192,28 @@ def draw_sample(workdir: Path, size: int, seed: int) -> list[str]:
     return drawn
 
 
+def extend_sample(workdir: Path, size: int, seed: int) -> list[str]:
+    """Add ``size`` mutants to the last sample, drawn uniformly without replacement from the non-equivalent mutants
+    still unrun. Those are the first draw's pool less what it drew, so the union stays a uniform sample of that
+    pool: a larger sample narrows the interval, where a fresh draw would throw the first one's evidence away."""
+    sample = read_sample(workdir)
+    if sample is None:
+        raise SystemExit(f"No sample in {workdir}: draw one with --sample N first.")
+    if unfinished_sample(workdir):
+        raise SystemExit(f"The sample in {workdir} was cut short: finish it first with --finish-sample.")
+    status, equivalent = collect(workdir), equivalent_mutants()
+    pool = sorted(name for name, st in status.items() if st in NOT_RUN and name not in equivalent)
+    if not pool:
+        raise SystemExit(f"Every mutant in {workdir} has run: nothing to add; --report prints the exact score.")
+    more = sorted(random.Random(seed).sample(pool, min(size, len(pool))), key=_natural)
+    for pkg, n in Counter(map(package_of, more)).items():
+        sample["packages"].setdefault(pkg, {"pool": 0, "drawn": 0})["drawn"] += n
+    sample["drawn"] = sorted(sample["drawn"] + more, key=_natural)
+    sample.setdefault("extended", []).append({"seed": seed, "size": len(more)})
+    (workdir / SAMPLE_FILE).write_text(json.dumps(sample, indent=1))
+    return more
+
+
 def freeze_sample(workdir: Path) -> None:
     """Write the sample's kill rate per package as its run left it (killed and judged among the drawn mutants that
     ran, equivalents out)."""
@@ -397,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run N mutants drawn at random from those not run yet (all of them on a fresh folder) "
                              "and estimate the rest's score from them; keeps earlier results")
     parser.add_argument("--seed", type=int, default=0, help="the --sample draw's seed")
+    parser.add_argument("--extend-sample", type=int, default=None, metavar="N",
+                        help="add N mutants (drawn with --seed from those still unrun) to the last sample and run "
+                             "them: a larger uniform sample, a narrower interval")
     parser.add_argument("--finish-sample", action="store_true",
                         help="run the last sample's drawn mutants that did not run (it was cut short), then "
                              "re-estimate: the same draw, so it stays a uniform sample")
@@ -416,11 +441,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_one(workdir: Path, only: list[str], args, record_to: Path | None) -> int:
     """Run (or re-run, or only report) one scratch folder, then print its report."""
-    if args.sample is not None or args.finish_sample:
+    if args.sample is not None or args.finish_sample or args.extend_sample is not None:
         prepare(workdir, mutmut_settings(only, args.tests), resume=True)
         if args.finish_sample:
             names = unfinished_sample(workdir)
             print(f"finishing the last sample: {len(names)} of its drawn mutants have not run")
+        elif args.extend_sample is not None:
+            names = extend_sample(workdir, args.extend_sample, args.seed)
+            print(f"adding {len(names)} mutants to the last sample (seed {args.seed})")
         else:
             names = draw_sample(workdir, args.sample, args.seed)
             print(f"running a random sample of {len(names)} unrun mutants (seed {args.seed})")
