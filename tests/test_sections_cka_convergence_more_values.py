@@ -8,22 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
+from numpy_reference import debiased_cka as _np_debiased_cka
+from numpy_reference import hsic1_terms as _hsic_pair
 from vitscope.profiles import Profile
 from vitscope.sections import cka_convergence as cc
 
 WHERE = "Profile 't', section 'cka_convergence'"
-
-
-def _np_debiased_cka(X: np.ndarray, Y: np.ndarray) -> float:
-    """Unbiased linear CKA (eq. 3's HSIC_1 on the full batch), float64 NumPy with explicit ones vectors."""
-    def hsic1(K, L):
-        n = K.shape[0]
-        K, L = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
-        one = np.ones(n)
-        return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                - 2.0 / (n - 2) * (one @ K @ L @ one)) / (n * (n - 3))
-    K, L = X @ X.T, Y @ Y.T
-    return float(hsic1(K, L) / np.sqrt(hsic1(K, K) * hsic1(L, L)))
 
 
 def _pooled(seed: int, n=24, depth=4, dim=5) -> dict[str, torch.Tensor]:
@@ -90,18 +80,6 @@ def test_compute_stacks_the_requested_tokens_and_blocks_and_pairs_the_first_mode
     terms = [[_hsic_pair(X[s:s + 12], Y[s:s + 12])] for s in (0, 12)]
     ab, aa, bb = np.array(terms)[:, 0].T
     assert row.cka.item() == pytest.approx(ab.mean() / np.sqrt(aa.mean() * bb.mean()), rel=1e-10)
-
-
-def _hsic_pair(X, Y):
-    """(HSIC_1(K, L), HSIC_1(K, K), HSIC_1(L, L)) of one minibatch."""
-    def hsic1(K, L):
-        n = K.shape[0]
-        K, L = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
-        one = np.ones(n)
-        return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                - 2.0 / (n - 2) * (one @ K @ L @ one)) / (n * (n - 3))
-    K, L = X @ X.T, Y @ Y.T
-    return hsic1(K, L), hsic1(K, K), hsic1(L, L)
 
 
 def test_compute_models_override_mean_tokens_every_block_and_one_estimator(monkeypatch):

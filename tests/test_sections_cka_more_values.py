@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from numpy_reference import hsic1 as _hsic1
 from vitscope.claims.verdict import CANNOT_CHECK, HOLDS
 from vitscope.data import transform_key
 from vitscope.models import Preprocess
@@ -80,17 +81,6 @@ def test_model_grams_defaults(monkeypatch):
 # ---------------------------------------------------------------------------------------- the CKA table
 def _gram(x: np.ndarray) -> np.ndarray:
     return x @ x.T
-
-
-def _hsic1(K: np.ndarray, L: np.ndarray) -> float:
-    """Unbiased HSIC (Song et al. 2012), float64."""
-    n = K.shape[0]
-    K, L = K.copy(), L.copy()
-    np.fill_diagonal(K, 0)
-    np.fill_diagonal(L, 0)
-    one = np.ones(n)
-    return float((np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                  - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3)))
 
 
 def _grams(models, layers=2, batches=3, b=6, seed=0):

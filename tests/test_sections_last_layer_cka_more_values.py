@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from numpy_reference import hsic1 as _hsic1
 from vitscope.claims import CANNOT_CHECK, HOLDS
 from vitscope.kernels.stats import seed_floor
 from vitscope.profiles import Profile, load_profile
@@ -105,16 +106,6 @@ def test_grams_of_and_compute_pass_weights_device_store_and_progress(monkeypatch
 
 
 # ---------------------------------------------------------------------------------------------------- claims
-def _hsic1(K: np.ndarray, L: np.ndarray) -> float:
-    K, L = K.copy(), L.copy()
-    np.fill_diagonal(K, 0)
-    np.fill_diagonal(L, 0)
-    n = len(K)
-    one = np.ones(n)
-    return float((np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                  - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3)))
-
-
 BATCHES, B = 6, 10
 MODELS = ["zoo-dino", "zoo-mocov3", "zoo-mae", "zoo-beit", "zoo-supervised", "zoo-clip", "random-a", "random-b",
           "random-c"]
