@@ -299,6 +299,12 @@ def test_fetch_download_unpacks_a_file_placed_by_hand_without_any_checksum(tmp_p
     assert calls == []
     assert (root / "downloads" / "p.tar.gz.extracted").read_text() == SHA + "\n"
     assert (root / "data" / "pack" / "a.txt").read_bytes() == b"alpha"
+    # nothing pinned it: its checksum is recorded now, so a later verify can tell corruption
+    assert (root / "downloads" / "p.tar.gz.sha256").read_text() == SHA + "\n"
+    assert logs[0] == (f"[fetch] {root / 'downloads' / 'p.tar.gz'}: present; the publisher gives no checksum; "
+                       f"recorded sha256 {SHA} so that verify detects later corruption.")
+    (root / "downloads" / "p.tar.gz").write_bytes(BODY + b"!")
+    assert [p.issue.split(":")[0] for p in fetch.verify_report(_spec([_d(sha=None)]), root)] == ["corrupt"]
 
 
 def test_fetch_download_moves_a_corrupt_download_aside_and_does_not_unpack(tmp_path, monkeypatch):

@@ -192,6 +192,10 @@ def fetch_download(d: Download, root: Path, *, retries: int = 2, progress: bool 
                 os.replace(final, corrupt)
                 log(f"[fetch] {final}: sha256 {actual} differs from {expected} ({origin}); moved aside to {corrupt}, "
                     "downloading again.")
+            elif expected is None:   # placed by hand, nothing to check against: record it as a download would
+                _write_text_atomic(root / DOWNLOADS / f"{d.file}.sha256", actual + "\n")
+                log(f"[fetch] {final}: present; the publisher gives no checksum; recorded sha256 {actual} so that "
+                    "verify detects later corruption.")
             else:
                 log(f"[fetch] {final}: present and verified.")
         if not final.is_file():
