@@ -8,7 +8,6 @@ the float64 accumulator by value, and NaN features reaching the product's own pe
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -27,6 +26,7 @@ from vitscope.extract import (
 from vitscope.extract.capture import has_cls_token
 from vitscope.extract.cnn_capture import CnnCapture, capture_for, cnn_geometry
 from vitscope.kernels import cka as cka_k
+from warning_origin import warned_at_the_call
 
 
 def _tiny_resnet():
@@ -184,9 +184,7 @@ def _damaged_shard(tmp_path):
 
 
 def _points_at_caller(w) -> bool:
-    """The warning names this test file (``stacklevel=2``). Under mutmut every library function is called through
-    its trampoline, which is then the caller; a missing stacklevel still names the library's own file."""
-    return w.filename == __file__ or "mutmut" in Path(w.filename).parts
+    return warned_at_the_call(w, __file__)
 
 
 def test_a_damaged_shard_warning_is_whole_and_points_at_the_caller(tmp_path):
