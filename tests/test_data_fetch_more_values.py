@@ -497,3 +497,17 @@ def test_fetch_command_refuses_unknown_and_empty_manifests_with_2(tmp_path, caps
     assert fetch.verify_command(str(missing), tmp_path, out=out) == 2
     assert capsys.readouterr().err.startswith(f"[verify] No dataset manifest {str(missing)!r}")
     assert os.listdir(tmp_path) == ["m"]
+
+
+def test_verify_reads_an_unpacked_archive_without_any_checksum_as_complete(tmp_path):
+    # no checksum pinned or recorded: the archive's own sha256 is what its .extracted marker must hold
+    root, dl = tmp_path / "root", tmp_path / "root" / "downloads"
+    dl.mkdir(parents=True)
+    (dl / "p.tar.gz").write_bytes(BODY)
+    (dl / "p.tar.gz.extracted").write_text(SHA + "\n")
+    (root / "data" / "pack").mkdir(parents=True)
+    (root / "data" / "pack" / "a.txt").write_bytes(b"alpha")
+    assert fetch.verify_report(_spec([_d(sha=None)]), root) == []
+    (dl / "p.tar.gz.extracted").write_text("0" * 64 + "\n")
+    assert [p.issue for p in fetch.verify_report(_spec([_d(sha=None)]), root)] == [
+        f"downloaded but not unpacked into {root / 'data'}"]
