@@ -156,13 +156,26 @@ def read_sample(workdir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def unfinished_sample(workdir: Path) -> list[str]:
-    """The last sample's drawn mutants that have not run yet (the run was cut short); [] when none or no sample."""
+def _last_sample(workdir: Path) -> dict:
     sample = read_sample(workdir)
     if sample is None:
         raise SystemExit(f"No sample in {workdir}: draw one with --sample N first.")
-    status, equivalent = collect(workdir), equivalent_mutants()
-    return [n for n in sample["drawn"] if status.get(n) in NOT_RUN and n not in equivalent]
+    return sample
+
+
+def _unrun(names, status: dict[str, str], equivalent: set[str]) -> list[str]:
+    """The non-equivalent ``names`` whose last status in ``status`` says they have not run."""
+    return [n for n in names if status.get(n) in NOT_RUN and n not in equivalent]
+
+
+def _draw(pool: list[str], size: int, seed: int) -> list[str]:
+    return sorted(random.Random(seed).sample(pool, min(size, len(pool))), key=_natural)
+
+
+def unfinished_sample(workdir: Path) -> list[str]:
+    """The last sample's drawn mutants that have not run yet (the run was cut short); [] when none."""
+    sample = _last_sample(workdir)
+    return _unrun(sample["drawn"], collect(workdir), equivalent_mutants())
 
 
 def generate_mutants(workdir: Path) -> None:
@@ -181,11 +194,10 @@ def draw_sample(workdir: Path, size: int, seed: int) -> list[str]:
     if not status:
         generate_mutants(workdir)
         status = collect(workdir)
-    equivalent = equivalent_mutants()
-    pool = sorted(name for name, st in status.items() if st in NOT_RUN and name not in equivalent)
+    pool = sorted(_unrun(status, status, equivalent_mutants()))
     if not pool:
         raise SystemExit(f"Every mutant in {workdir} has run: nothing to sample; --report prints the exact score.")
-    drawn = sorted(random.Random(seed).sample(pool, min(size, len(pool))), key=_natural)
+    drawn = _draw(pool, size, seed)
     in_pool, in_draw = Counter(map(package_of, pool)), Counter(map(package_of, drawn))
     packages = {pkg: {"pool": in_pool[pkg], "drawn": in_draw[pkg]} for pkg in sorted(in_pool)}
     (workdir / SAMPLE_FILE).write_text(json.dumps({"seed": seed, "packages": packages, "drawn": drawn}, indent=1))
@@ -196,16 +208,14 @@ def extend_sample(workdir: Path, size: int, seed: int) -> list[str]:
     """Add ``size`` mutants to the last sample, drawn uniformly without replacement from the non-equivalent mutants
     still unrun. Those are the first draw's pool less what it drew, so the union stays a uniform sample of that
     pool: a larger sample narrows the interval, where a fresh draw would throw the first one's evidence away."""
-    sample = read_sample(workdir)
-    if sample is None:
-        raise SystemExit(f"No sample in {workdir}: draw one with --sample N first.")
-    if unfinished_sample(workdir):
-        raise SystemExit(f"The sample in {workdir} was cut short: finish it first with --finish-sample.")
+    sample = _last_sample(workdir)
     status, equivalent = collect(workdir), equivalent_mutants()
-    pool = sorted(name for name, st in status.items() if st in NOT_RUN and name not in equivalent)
+    if _unrun(sample["drawn"], status, equivalent):
+        raise SystemExit(f"The sample in {workdir} was cut short: finish it first with --finish-sample.")
+    pool = sorted(_unrun(status, status, equivalent))
     if not pool:
         raise SystemExit(f"Every mutant in {workdir} has run: nothing to add; --report prints the exact score.")
-    more = sorted(random.Random(seed).sample(pool, min(size, len(pool))), key=_natural)
+    more = _draw(pool, size, seed)
     for pkg, n in Counter(map(package_of, more)).items():
         sample["packages"].setdefault(pkg, {"pool": 0, "drawn": 0})["drawn"] += n
     sample["drawn"] = sorted(sample["drawn"] + more, key=_natural)
@@ -370,8 +380,10 @@ def report(workdir: Path, diffs: bool, fail_under: float | None, record_to: Path
             if cut_short(c):
                 print(f"{'':<18}warning: {c['sample drawn'] - c['sample judged']} of the {c['sample drawn']} drawn "
                       "did not run (the run was cut short); the estimate leans on the faster ones")
-        verdict = mutation_verdict(estimate, fail_under or 0.0, cut_short=cut_short(c))
-        if fail_under is not None and pkg in TARGET_PACKAGES and verdict != "yes":
+        if fail_under is None or pkg not in TARGET_PACKAGES:
+            continue
+        verdict = mutation_verdict(estimate, fail_under, cut_short=cut_short(c))
+        if verdict != "yes":
             shown = f"{estimate[0]:.1f}% [{estimate[1]:.1f}, {estimate[2]:.1f}]" if estimate else "no sample"
             failing.append(f"{pkg} {shown}" + ("" if verdict in ("no", "inconclusive") else f" ({verdict})"))
     if stale:
