@@ -153,6 +153,18 @@ def test_recipe_of_tells_the_two_zoos_apart():
     assert cards.recipe_of({**second, "steps": 50}) == "other"                   # a --steps run
 
 
+def test_every_missed_goal_says_what_was_tried():
+    """Issue 10: a model that misses its goal ships with what was tried; the note is its objective module's TRIED."""
+    from vitscope.zoo.objectives import beit, dino
+    assert cards.what_was_tried({"objective": "dino"}) == dino.TRIED
+    assert cards.what_was_tried({"objective": "beit"}) == beit.TRIED
+    assert cards.what_was_tried({"objective": "mae"}) == ""                 # mae.py records none
+    assert cards.what_was_tried({"objective": "resnet-something"}) == ""    # not a zoo objective
+    goals = cards.goals_table(cards.load_cards())
+    for name in goals.index[~goals.met]:
+        assert cards.what_was_tried(cards.load_cards([name])[name]), f"{name} misses its goal with nothing recorded"
+
+
 def test_every_card_records_structure_and_one_model_reproduces_it(shipped):
     """Issue 10: each card records per-block attention distance and entropy against uniform, and the CKA to its own
     initialisation (``vitscope zoo card --all``); the shipped weights reproduce them (one model recomputed here)."""

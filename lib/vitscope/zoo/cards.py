@@ -198,6 +198,17 @@ def goals_table(cards: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+def what_was_tried(card: dict) -> str:
+    """The objective module's ``TRIED`` note (recipe experiments and their measured effects, recorded while the
+    recipe was developed; not recomputed), or "" if it has none."""
+    import sys
+
+    from .objectives import OBJECTIVES
+
+    objective = OBJECTIVES.get(card["objective"])
+    return getattr(sys.modules[objective.__module__], "TRIED", "") if objective else ""
+
+
 def structure_table(cards: dict[str, dict]) -> pd.DataFrame:
     """Long table (model, block, attention distance, attention entropy, their uniform levels and the untrained
     init's values, CKA to init) of the cards that record a ``structure`` block (see :mod:`vitscope.zoo.structure`);
