@@ -10,7 +10,7 @@ PROFILE ?= demo
 # Pages executed at once by `make book` (each kernel gets cores/JOBS threads); 2 suits the 2-core reference machine.
 JOBS ?= 2
 
-.PHONY: install lock book test test-fast lint bench mutate clean
+.PHONY: install lock book test test-fast lint bench mutate device-check clean
 
 install: $(STAMP)
 
@@ -54,6 +54,12 @@ bench: install
 mutate: install
 	$(PY) -m pip install --quiet "mutmut>=3.8,<4"
 	$(PY) tools/mutate.py --diffs $(MUTATE_ARGS)
+
+# Same answers on a GPU as on the CPU? Extraction, kernels, a probe and a zoo training step on DEVICE vs the CPU,
+# with named tolerances (tools/device_check.py); DEVICE=cpu is a dry run.
+DEVICE ?= cuda
+device-check: install
+	$(PY) tools/device_check.py --device $(DEVICE)
 
 clean:
 	rm -rf _build book/generated cache .pytest_cache
