@@ -27,11 +27,11 @@ from .common import EMBED_DIM, Objective, blocks, patch_pos_embed, patchify, wit
 
 #: What was tried for BEiT, with measured effects (quoted on the zoo page while ``cards.GOALS["beit"]`` is missed).
 TRIED = (
-    "Recipe work: the first zoo's 2400 steps x 128 reached 0.07 on the k-NN monitor, and a 2700-step GPU probe of "
-    "the second zoo's schedule at lr 1e-3 was no better than lr 3e-4. The second zoo's run (10,000 steps, four times "
-    "the first) plateaued by mid-run (curves above). Its linear probe is far above its k-NN (the accuracy table): "
-    "the features separate the classes linearly much better than by nearest neighbours. Not tried: a larger "
-    "codebook, another mask ratio, a longer schedule."
+    "Recipe work: the first zoo's 2400 steps x 128 reached 0.07 on the k-NN monitor, and a 2700-step GPU probe of the"
+    " second zoo's schedule at lr 1e-3 was no better than lr 3e-4. The second zoo's run (10,000 steps, four times the"
+    " first) plateaued by mid-run (the zoo page's training curves). Its linear probe is far above its k-NN (the "
+    "accuracy table): the features separate the classes linearly much better than by nearest neighbours. Not tried: a"
+    " larger codebook, another mask ratio, a longer schedule."
 )
 
 N_CODES = 256

@@ -36,10 +36,10 @@ TRIED = (
     "DINO (lr 1e-4 or 3e-4) reached 0.044, its features matching views by their background photograph; with the "
     "object-centric view options, mean centring collapsed to the uniform output (loss at ln K from step ~150), with "
     "or without a BN head or a sharper teacher, and Sinkhorn centring alone collapsed the same way; Sinkhorn + KoLeo "
-    "+ the view options (shipped) reached 0.086. A 1500-step GPU probe of the second zoo's schedule at lr 3e-4 was no "
-    "better than lr 1e-4. The second zoo's run (5000 steps) plateaued well before its end (curves above), so more "
-    "steps of this recipe are unlikely to reach the goal: DINO's own loss barely moves on 10,000 scenes, and the "
-    "anti-collapse terms do most of the work."
+    "+ the view options (shipped) reached 0.086. A 1500-step GPU probe of the second zoo's schedule at lr 3e-4 was no"
+    " better than lr 1e-4. The second zoo's run (5000 steps) plateaued well before its end (the zoo page's training "
+    "curves), so more steps of this recipe are unlikely to reach the goal: DINO's own loss barely moves on 10,000 "
+    "scenes, and the anti-collapse terms do most of the work."
 )
 
 N_LOCAL = 4
