@@ -186,3 +186,22 @@ def test_a_model_with_blocks_and_patch_embed_is_not_a_cnn_even_with_resnet_stage
     assert is_cnn(SimpleNamespace(blocks=[], **layers)) is True              # blocks alone do not make a ViT
     assert is_cnn(SimpleNamespace(patch_embed=None, **layers)) is True
     assert is_cnn(SimpleNamespace(blocks=[], patch_embed=None)) is False
+
+
+# ------------------------------------------------------------------------------------------------ QueryAttention
+
+
+def test_query_attention_sums_float32_maps_in_float64():
+    """The mean query maps of many float32 images equal the float64 mean, rounded once to float32: a float32 sum over
+    the batch drifts by several float32 steps at this batch size."""
+    from vitscope.extract import QueryAttention
+
+    G, H, B = 6, 2, 1024
+    x = _attention(B, H, G, seed=7, spread=4.0)
+    got = _run(QueryAttention(), {"depth": 1, "num_heads": H, "grid": (G, G), "n_prefix": 1}, [[x]])
+    positions = [(r, c) for _, r, c in ap.query_positions(G)]
+    np.testing.assert_array_equal(got["positions"].numpy(), np.array(positions))
+    rows = x.double().numpy()[:, :, [1 + r * G + c for r, c in positions], 1:]          # [B, H, Q, G*G]
+    rows = rows / rows.sum(-1, keepdims=True)
+    want = rows.mean(0).reshape(H, len(positions), G, G)
+    np.testing.assert_allclose(got["mean"][0].numpy(), want, rtol=1.2e-7, atol=0)
