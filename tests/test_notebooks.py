@@ -1,4 +1,4 @@
-"""Conventions every notebook template keeps (DESIGN.md §7): one parameters cell that papermill can read in full,
+"""Conventions every notebook template keeps: one parameters cell that papermill can read in full,
 hidden on the page; a title line; no algorithm hidden in a parameters cell."""
 from __future__ import annotations
 

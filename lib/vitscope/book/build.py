@@ -148,7 +148,8 @@ def _flatten(pages) -> list[Page]:
 
 
 def personalise(path: Path, title: str) -> None:
-    """Give an executed copy its own title and hide the parameter cells (DESIGN.md §7, pitfall 6).
+    """Give an executed copy its own title and hide the parameter cells (else every per-model page would show the
+    template's defaults).
 
     The template's first markdown line is ``# <anything>``; it becomes ``# <title>`` so per-model pages do
     not share one title. Papermill's ``injected-parameters`` cell gets the ``remove-cell`` tag.

@@ -13,7 +13,7 @@ not show it a second time) and returns Markdown that MyST-NB renders (``nb_rende
 
 Sphinx copies an image referenced by a path relative to the executed notebook (``book/generated/...``) into the
 site. Numbers count within one page (one kernel); no ``:name:`` label is written unless asked for, because a
-label in a per-model template would repeat on every model's page and fail the ``-W`` build (DESIGN.md §7.5).
+label in a per-model template would repeat on every model's page and fail the ``-W`` build ("duplicate label").
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every claim of the two papers in the sections vitscope covers (DESIGN.md §4), as data.
+"""Every claim of the two papers in the sections vitscope covers, as data.
 
 Each row: id, paper ("TM" = Teaching Matters, Walmer et al. 2023; "OM" = Objectives Matter, Shekhar et al.
 2023), section, figure or table, the claim in one sentence (paraphrased from the paper's text), the notebook stem of

@@ -1,4 +1,4 @@
-"""Evaluation preprocessing built from a model's registry entry (DESIGN.md §4, "preprocessing")."""
+"""Evaluation preprocessing built from a model's registry entry (its ``preprocess``: mean, std and the rest)."""
 from __future__ import annotations
 
 from torchvision import transforms as T

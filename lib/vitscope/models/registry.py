@@ -12,7 +12,8 @@
 Fine-tuned models are names, not rows: ``<base>+ft`` (and ``<base>+ft@<epoch>``) is ``<base>``'s row with its weights
 pointed at a run of ``vitscope finetune <base>``; :func:`get_cfg` hands such names to :func:`vitscope.finetune.resolve`.
 
-The facts behind each entry (tags, strip rules, build kwargs) are in DESIGN.md §3; ``notes`` repeats the trap.
+Each entry's tags, strip rules and build kwargs come from timm's ``default_cfgs`` and the official repositories;
+its ``notes`` names the trap they avoid.
 """
 from __future__ import annotations
 
