@@ -7,6 +7,7 @@ a ViT's and a ResNet's attributes is a ViT.
 """
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -205,3 +206,16 @@ def test_query_attention_sums_float32_maps_in_float64():
     rows = rows / rows.sum(-1, keepdims=True)
     want = rows.mean(0).reshape(H, len(positions), G, G)
     np.testing.assert_allclose(got["mean"][0].numpy(), want, rtol=1.2e-7, atol=0)
+
+
+def test_cls_map_stats_reference_tells_apart_tokens_closer_than_float32_resolution():
+    """The reference sum that picks the top tokens is float64: two tokens 1e-9 apart at 0.3 (float32's step there is
+    3e-8) are still ordered, so the later image's ``fixed`` mass is read on the truly most attended token."""
+    G, T = 2, 5                                                  # TOP_FRACTION of 4 tokens: the single top token
+    x = torch.full((2, 1, T, T), 1.0 / T, dtype=torch.float64)
+    x[0, 0, 0] = torch.tensor([0.0, 0.3 + 1e-9, 0.3, 0.2, 0.2 - 1e-9], dtype=torch.float64)   # reference image
+    x[1, 0, 0] = torch.tensor([0.0, 0.1, 0.7, 0.1, 0.1], dtype=torch.float64)                 # measured image
+    got = _run(ClsMapStats(n_examples=1), {"depth": 1, "num_heads": 1, "grid": (G, G), "n_prefix": 1}, [[x]])
+    assert math.ceil(maps_k.TOP_FRACTION * G * G) == 1
+    assert torch.isnan(got["fixed"][0, 0, 0])                   # the reference image itself is not measured
+    assert got["fixed"][1, 0, 0].item() == pytest.approx(0.1, abs=1e-6)     # token 0 (0.3 + 1e-9), not token 1
