@@ -219,3 +219,20 @@ def test_cls_map_stats_reference_tells_apart_tokens_closer_than_float32_resoluti
     assert math.ceil(maps_k.TOP_FRACTION * G * G) == 1
     assert torch.isnan(got["fixed"][0, 0, 0])                   # the reference image itself is not measured
     assert got["fixed"][1, 0, 0].item() == pytest.approx(0.1, abs=1e-6)     # token 0 (0.3 + 1e-9), not token 1
+
+
+def test_cls_map_stats_with_no_examples_returns_an_empty_examples_tensor():
+    """``n_examples=0`` asks for the statistics only: ``examples`` is empty with the layout's shape, not an error."""
+    G, H, L = 3, 2, 2
+    x = _attention(4, H, G, seed=9)
+    got = _run(ClsMapStats(n_examples=0), {"depth": L, "num_heads": H, "grid": (G, G), "n_prefix": 1}, [[x, x]])
+    assert got["examples"].shape == (0, L, H, G, G) and got["examples"].dtype == torch.float32
+    want = _run(ClsMapStats(n_examples=1), {"depth": L, "num_heads": H, "grid": (G, G), "n_prefix": 1}, [[x, x]])
+    for name in ("centre", "coverage", "fixed"):
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0, equal_nan=True)
+
+
+def test_cls_map_stats_refuses_a_negative_example_count():
+    with pytest.raises(ValueError, match="n_examples"):
+        _run(ClsMapStats(n_examples=-1), {"depth": 1, "num_heads": 2, "grid": (3, 3), "n_prefix": 1},
+             [[_attention(2, 2, 3)]])

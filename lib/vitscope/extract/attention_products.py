@@ -13,6 +13,7 @@ import torch
 
 from ..kernels import attention_maps as maps_k
 from ..kernels.attention import cls_attention_map
+from ..validation import check_int
 from .products import ClsAttention, Product
 
 #: Query positions of the spatial-query maps, as (row, column) fractions of the grid: centre and near a corner.
@@ -65,6 +66,7 @@ class ClsMapStats(_Streamed):
 
     def start(self, geometry, n_images):
         super().start(geometry, n_images)
+        check_int(self.n_examples, "ClsMapStats n_examples (raw CLS maps kept; 0 for none)", 0)
         L, G = geometry["depth"], geometry["grid"][0]
         self._central = maps_k.central_region(G)
         self._ref = None
@@ -101,7 +103,9 @@ class ClsMapStats(_Streamed):
 
     def finish(self):
         out = {k: torch.cat(v) for k, v in self._rows.items()}
-        out["examples"] = torch.stack([torch.stack(e) for e in self._examples])
+        g = self.geometry
+        out["examples"] = (torch.stack([torch.stack(e) for e in self._examples]) if self._examples else
+                           torch.zeros(0, g["depth"], g["num_heads"], *g["grid"]))        # n_examples=0: none kept
         return out
 
 
