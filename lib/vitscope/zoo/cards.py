@@ -199,14 +199,12 @@ def goals_table(cards: dict[str, dict]) -> pd.DataFrame:
 
 
 def what_was_tried(card: dict) -> str:
-    """The objective module's ``TRIED`` note (recipe experiments and their measured effects, recorded while the
-    recipe was developed; not recomputed), or "" if it has none."""
-    import sys
-
+    """The objective's ``tried`` note (recipe experiments and their measured effects, recorded while the recipe was
+    developed; not recomputed), or "" if it has none or the card's objective is not a zoo objective."""
     from .objectives import OBJECTIVES
 
     objective = OBJECTIVES.get(card["objective"])
-    return getattr(sys.modules[objective.__module__], "TRIED", "") if objective else ""
+    return objective.tried if objective else ""
 
 
 def structure_table(cards: dict[str, dict]) -> pd.DataFrame:

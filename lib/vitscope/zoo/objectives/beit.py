@@ -88,6 +88,7 @@ def blockwise_mask(B: int, grid: int, ratio: float, gen: torch.Generator) -> tor
 class BEiT(Objective):
     name = "beit"
     family = "masked-token-prediction"
+    tried = TRIED
     readout = "gap"
     HPARAMS = dict(tokenizer=f"k-means over contrast-normalised 8x8 patches (eps {TOKEN_EPS})", n_codes=N_CODES,
                    fit_images=FIT_IMAGES, fit_iters=FIT_ITERS, fit_seed=FIT_SEED, mask_ratio=MASK_RATIO,

@@ -151,6 +151,9 @@ class Objective(nn.Module):
     #: models override it with "gap": their losses sit on patch tokens, so the CLS output is never trained as an
     #: image summary (BEiT probes mean-pooled tokens; OM reports CLS and GAP). Every card records both readouts.
     readout = "cls"
+    #: What was tried for this recipe, with measured effects (the module's ``TRIED``, where it has one): the zoo
+    #: page quotes it while the model misses its goal.
+    tried = ""
 
     def __init__(self, backbone: nn.Module, data_meta: dict | None = None):
         super().__init__()

@@ -102,6 +102,7 @@ class DINOHead(nn.Module):
 class DINO(Objective):
     name = "dino"
     family = "self-distillation"
+    tried = TRIED
     HPARAMS = dict(n_global=2, n_local=N_LOCAL, global_size=GLOBAL_SIZE, local_size=LOCAL_SIZE,
                    global_scale=GLOBAL_SCALE, local_scale=LOCAL_SCALE, head_hidden=HIDDEN, bottleneck=BOTTLENECK,
                    prototypes=K, student_temp=STUDENT_TEMP, teacher_temp=TEACHER_TEMP,
