@@ -161,11 +161,16 @@ def _final_path(d: Download, root: Path) -> Path:
     return root / d.into / d.file if d.extract == "none" else root / DOWNLOADS / d.file
 
 
+def _sha_record(d: Download, root: Path) -> Path:
+    """Where the first fetch records the sha256 of a file whose publisher gives none."""
+    return root / DOWNLOADS / f"{d.file}.sha256"
+
+
 def _expected_sha(d: Download, root: Path) -> tuple[str | None, str]:
     """The checksum a file must have, and where it comes from: the manifest, else what the first fetch recorded."""
     if d.sha256:
         return d.sha256, "the manifest"
-    record = root / DOWNLOADS / f"{d.file}.sha256"
+    record = _sha_record(d, root)
     if record.is_file():
         return record.read_text().strip(), f"{record} (recorded at first fetch; the publisher gives none)"
     return None, "nowhere (the publisher gives none)"
@@ -193,7 +198,7 @@ def fetch_download(d: Download, root: Path, *, retries: int = 2, progress: bool 
                 log(f"[fetch] {final}: sha256 {actual} differs from {expected} ({origin}); moved aside to {corrupt}, "
                     "downloading again.")
             elif expected is None:   # placed by hand, nothing to check against: record it as a download would
-                _write_text_atomic(root / DOWNLOADS / f"{d.file}.sha256", actual + "\n")
+                _write_text_atomic(_sha_record(d, root), actual + "\n")
                 log(f"[fetch] {final}: present; the publisher gives no checksum; recorded sha256 {actual} so that "
                     "verify detects later corruption.")
             else:
@@ -209,15 +214,14 @@ def fetch_download(d: Download, root: Path, *, retries: int = 2, progress: bool 
                     f"moved aside to {corrupt}. Run the fetch again; if it fails the same way, the file at {d.url} "
                     f"is not the one the manifest pins: check the publisher's page before editing the manifest.")
             if expected is None:
-                _write_text_atomic(root / DOWNLOADS / f"{d.file}.sha256", actual + "\n")
+                _write_text_atomic(_sha_record(d, root), actual + "\n")
                 log(f"[fetch] {final.name}: the publisher gives no checksum; recorded sha256 {actual} so that "
                     "verify detects later corruption. Consider pinning it in the manifest.")
             os.replace(part, final)
             corrupt.unlink(missing_ok=True)
         if d.extract == "none":
             return
-        sha, _ = _expected_sha(d, root)
-        sha = sha or sha256_file(final)
+        sha, _ = _expected_sha(d, root)         # the manifest's, or the record made above: never None here
         if _unpacked(d, root, sha):
             log(f"[fetch] {final.name}: already unpacked into {root / d.into}.")
             return
